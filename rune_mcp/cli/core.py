@@ -1,0 +1,57 @@
+"""Core commands: `rune config show`, `rune doctor`, `rune demo`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rune_mcp.cli.output import emit_json, table
+from rune_mcp.config import Settings, describe
+
+
+def register(sub: Any) -> None:
+    config = sub.add_parser("config", help="show the effective settings")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_sub.add_parser("show", help="print every setting, its value and its source")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=config_show)
+
+    doctor = sub.add_parser("doctor", help="check that Rune can run on this machine")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(func=doctor_cmd)
+
+    demo = sub.add_parser("demo", help="run Rune's main loop on the embedded default model")
+    demo.set_defaults(func=demo_cmd)
+
+
+def config_show(args: argparse.Namespace, settings: Settings) -> int:
+    rows = describe(settings)
+    if args.json:
+        emit_json({"config_file": str(settings.config_file), "settings": rows})
+    else:
+        print(f"# config file: {settings.config_file}")
+        print(table(rows, ["name", "value", "source", "help"], width=70))
+    return 0
+
+
+def doctor_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.doctor import run_checks
+
+    checks = run_checks(settings)
+    ok = all(c.ok for c in checks if c.required)
+    if args.json:
+        emit_json({"ok": ok, "checks": [c.to_dict() for c in checks]})
+    else:
+        for c in checks:
+            mark = "ok " if c.ok else ("FAIL" if c.required else "warn")
+            print(f"[{mark}] {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                print(f"       fix: {c.fix}")
+        print("Rune can run here." if ok else "Rune cannot run here until the items above are fixed.")
+    return 0 if ok else 1
+
+
+def demo_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.demo import run_demo
+
+    return run_demo(settings)

@@ -1,0 +1,30 @@
+"""Printing for CLI handlers: JSON for machines, aligned tables for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def emit_json(obj: Any) -> None:
+    """Print `obj` as JSON on stdout (paths and other objects as strings)."""
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], width: int = 60) -> str:
+    """Left-aligned columns; long cells are cut to `width` characters with an ellipsis.
+
+    `[{"a": 1, "b": "x"}], ["a", "b"]` -> "a  b\\n1  x".
+    """
+    cells = [[_cell(row.get(col), width) for col in columns] for row in rows]
+    widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
+    lines = ["  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "" if value is None else " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,309 @@
+"""One settings model for all of Rune, read from defaults, `rune.toml` and `RUNE_*` variables.
+
+Precedence, lowest first: the field's default, `<RUNE_HOME>/rune.toml`, then the environment
+variable `RUNE_<FIELD>` (upper case). `rune config show` prints every effective value and which
+of the three it came from, so a user never has to guess why Rune behaves as it does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from rune_mcp.errors import ConfigError
+
+CONFIG_FILE = "rune.toml"
+ENV_PREFIX = "RUNE_"
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("rune", appauthor=False))
+
+
+def _default_cache() -> Path:
+    return Path(platformdirs.user_cache_dir("rune", appauthor=False))
+
+
+def _default_claude_dir() -> Path:
+    # Claude Code moves its whole config folder when CLAUDE_CONFIG_DIR is set.
+    env = os.environ.get("CLAUDE_CONFIG_DIR")
+    return Path(env) if env else Path.home() / ".claude"
+
+
+class Settings(BaseModel):
+    """Every knob Rune has. Each field's description is its help text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # --- where things live -------------------------------------------------------------
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Data directory: adapter library, index, job queue, logs (RUNE_HOME).",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache,
+        description="Cache for derived model files shared by all libraries (RUNE_CACHE_DIR).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level for stderr and the log file under RUNE_HOME."
+    )
+
+    # --- models ----------------------------------------------------------------------
+    base_model: Path | None = Field(
+        default=None,
+        description="GGUF file of the base model; empty means the embedded SmolLM2-135M-Instruct.",
+    )
+    base_model_hf: Path | None = Field(
+        default=None,
+        description="Optional transformers-format folder with the same weights as base_model "
+        "(used for training on GPU instead of dequantizing the GGUF).",
+    )
+    embedder: Path | None = Field(
+        default=None,
+        description="sentence-transformers model folder; empty means the embedded all-MiniLM-L6-v2.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Device for training and the transformers backend."
+    )
+    threads: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        ge=1,
+        description="CPU threads for llama.cpp and torch.",
+    )
+    context_size: int = Field(
+        default=4096, ge=256, description="Context window (tokens) of the llama.cpp runtime."
+    )
+
+    # --- library and recall -------------------------------------------------------------
+    chroma_url: str | None = Field(
+        default=None,
+        description="URL of a Chroma server (`chroma run`); empty means an embedded index "
+        "under RUNE_HOME.",
+    )
+    recall_k: int = Field(default=3, ge=1, le=100, description="Adapters returned by recall.")
+    recall_min_similarity: float = Field(
+        default=0.35,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity below which recall returns nothing.",
+    )
+
+    # --- distillation -----------------------------------------------------------------
+    train_method: Literal["lora", "qlora"] = Field(
+        default="lora", description="LoRA on full-precision weights, or QLoRA on an NF4 base."
+    )
+    lora_rank: int = Field(default=8, ge=1, le=256, description="LoRA rank r.")
+    lora_alpha: float = Field(default=16.0, gt=0, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(ALL_LINEAR),
+        description="Linear modules that get LoRA weights.",
+    )
+    train_steps: int = Field(default=30, ge=1, description="Optimizer steps per adapter.")
+    learning_rate: float = Field(default=3e-4, gt=0, description="AdamW learning rate.")
+    seed: int = Field(default=0, description="Seed for training and sampling.")
+    train_time_budget_s: float = Field(
+        default=900.0, gt=0, description="Training stops early after this many seconds."
+    )
+    max_example_tokens: int = Field(
+        default=512, ge=32, description="Longest training example, in tokens."
+    )
+    lesson_token_budget: int = Field(
+        default=6000, ge=256, description="Total tokens of lessons compiled from one session."
+    )
+    lessons_episodes: bool = Field(
+        default=True, description="Compile attempt -> error -> fix episode examples."
+    )
+    lessons_qa: bool = Field(default=True, description="Compile short question/answer lessons.")
+    lessons_final: bool = Field(
+        default=True, description="Compile task -> final working actions examples."
+    )
+
+    # --- runtime ----------------------------------------------------------------------
+    backend: Literal["auto", "llamacpp", "transformers", "vllm"] = Field(
+        default="auto",
+        description="Inference backend; auto is transformers on CUDA, llama.cpp otherwise.",
+    )
+    vllm_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL of a vLLM server with LoRA on."
+    )
+    adapter_cache_mb: int = Field(
+        default=512, ge=1, description="Memory for loaded adapters before the oldest is evicted."
+    )
+    max_tokens: int = Field(default=512, ge=1, description="Default generation length.")
+
+    # --- server -----------------------------------------------------------------------
+    http_host: str = Field(default="127.0.0.1", description="Bind address of `rune serve --http`.")
+    http_port: int = Field(default=8765, ge=1, le=65535, description="Port of `rune serve --http`.")
+    auth_token: str | None = Field(
+        default=None, description="Bearer token required by `rune serve --http` when set."
+    )
+    max_request_bytes: int = Field(
+        default=4_000_000, ge=1024, description="Largest request or text argument accepted."
+    )
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="Extra folders whose transcripts tools may read (agents' folders are always allowed).",
+    )
+
+    # --- capture and watcher ------------------------------------------------------------
+    claude_dir: Path = Field(
+        default_factory=_default_claude_dir,
+        description="Claude Code's config folder (CLAUDE_CONFIG_DIR or ~/.claude).",
+    )
+    codex_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".codex", description="Codex CLI's folder."
+    )
+    cursor_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cursor", description="Cursor's per-user folder."
+    )
+    cursor_state_db: Path | None = Field(
+        default=None, description="Cursor's state.vscdb; empty means the platform default."
+    )
+    aider_roots: list[Path] = Field(
+        default_factory=list, description="Project roots searched for .aider.chat.history.md."
+    )
+    idle_seconds: float = Field(
+        default=300.0, gt=0, description="A transcript idle this long counts as a finished session."
+    )
+    min_session_steps: int = Field(
+        default=4, ge=1, description="Sessions with fewer steps are too small to remember."
+    )
+    watch_subagents: bool = Field(
+        default=False, description="Also remember subagent and compaction transcripts."
+    )
+    ignore_projects: list[str] = Field(
+        default_factory=list, description="Project paths (or glob patterns) never remembered."
+    )
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each field's value came from: `default`, `rune.toml` or `env:RUNE_X`."""
+        return dict(self._sources)
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_FILE
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """A copy with some fields replaced (validated), keeping the recorded sources."""
+        data = self.model_dump()
+        data.update(values)
+        new = _validate(data, {k: "override" for k in values})
+        new._sources = {**self._sources, **{k: "override" for k in values}}
+        return new
+
+
+def _env_value(field: str, raw: str) -> Any:
+    """Environment strings become lists from JSON or comma-separated text; the rest is
+    coerced by pydantic (`"8"` -> 8, `"true"` -> True, `""` -> None)."""
+    annotation = str(Settings.model_fields[field].annotation)
+    if "list" in annotation:
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{field.upper()} is not a valid JSON list ({exc.msg}); "
+                    "use JSON or comma-separated values."
+                ) from exc
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if raw == "" and Settings.model_fields[field].default is None:
+        return None
+    return raw
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except PermissionError as exc:
+        raise ConfigError(f"cannot read {path}: permission denied; fix its permissions.") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix or remove the file.") from exc
+
+
+def _validate(
+    data: dict[str, Any], sources: dict[str, str], toml_path: Path | None = None
+) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        where = sources.get(key, "")
+        if where.startswith("env:"):
+            place = f"environment variable {where[4:]}"
+        elif where == CONFIG_FILE:
+            place = f"{toml_path}, key '{key}'"
+        else:
+            place = f"setting '{key}'"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(
+                f"{place}: unknown setting; `rune config show` lists the valid ones."
+            ) from exc
+        raise ConfigError(f"{place}: {err['msg'].lower()} (got {err.get('input')!r}).") from exc
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the effective settings from defaults, `rune.toml` and the environment."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    env_values: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        name = f"{ENV_PREFIX}{field.upper()}"
+        if name in env:
+            env_values[field] = _env_value(field, env[name])
+            sources[field] = f"env:{name}"
+    home = Path(env_values.get("home") or _default_home()).expanduser()
+    toml_path = home / CONFIG_FILE
+    for key, value in _read_toml(toml_path).items():
+        if key not in sources:
+            data[key] = value
+            sources[key] = CONFIG_FILE
+    data.update(env_values)
+    settings = _validate(data, sources, toml_path)
+    settings._sources = {f: sources.get(f, "default") for f in Settings.model_fields}
+    return settings
+
+
+def describe(settings: Settings) -> list[dict[str, Any]]:
+    """Rows for `rune config show`: name, value, source and help text of every field."""
+    rows = []
+    sources = settings.sources
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if name == "auth_token" and value:
+            value = "[set]"  # never echo a secret
+        rows.append(
+            {
+                "name": name,
+                "env": f"{ENV_PREFIX}{name.upper()}",
+                "value": _jsonable(value),
+                "source": sources.get(name, "default"),
+                "help": info.description or "",
+            }
+        )
+    return rows
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
