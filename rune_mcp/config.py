@@ -126,6 +126,14 @@ class Settings(BaseModel):
     lessons_final: bool = Field(
         default=True, description="Compile task -> final working actions examples."
     )
+    unlikelihood_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Weight of an unlikelihood term on failed attempts (0 = no loss on them).",
+    )
+    train_batch_tokens: int = Field(
+        default=1024, ge=64, description="Tokens per optimizer step (examples packed per batch)."
+    )
 
     # --- runtime ----------------------------------------------------------------------
     backend: Literal["auto", "llamacpp", "transformers", "vllm"] = Field(
