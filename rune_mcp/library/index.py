@@ -1,0 +1,285 @@
+"""The task-embedding index: one Chroma record per adapter, derived from the manifests.
+
+By default Chroma runs embedded (`PersistentClient` under `<RUNE_HOME>/index/chroma`); with
+`chroma_url` set it talks to a Chroma server (`chroma run`) through `HttpClient`. Embeddings
+are always passed in explicitly: Chroma's own default embedding function would download a
+model. Nothing here is precious: a missing, corrupt or outdated index is rebuilt from the
+manifests. Beside Chroma's files live two of ours: `state.json` (which embedder built the
+index, and a generation number bumped by every change, so other processes know to reload an
+embedded index) and `dirty` (present while a writer is changing the library; if a writer dies,
+the next one finds it and repairs the index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from rune_mcp.errors import ConfigError, LibraryError
+from rune_mcp.fsutil import atomic_write_json, fsync_dir
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+DIRTY_FILE = "dirty"
+CHROMA_DIR = "chroma"
+_PAGE = 5000
+
+
+class IndexUnusable(LibraryError):
+    """The index cannot be read (corrupt files, another embedder): rebuild it."""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    adapter_id: str
+    embedding: list[float]
+    metadata: dict[str, str]
+
+
+def _chroma_settings() -> Any:
+    from chromadb.config import Settings as ChromaSettings
+
+    return ChromaSettings(anonymized_telemetry=False, allow_reset=True)
+
+
+def _http_client(url: str) -> Any:
+    import chromadb
+
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"chroma_url {url!r} is not an http(s) URL like http://127.0.0.1:8000.")
+    port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+    try:
+        return chromadb.HttpClient(
+            host=parsed.hostname,
+            port=port,
+            ssl=parsed.scheme == "https",
+            settings=_chroma_settings(),
+        )
+    except Exception as exc:  # chromadb raises plain exceptions for connection failures
+        raise LibraryError(
+            f"cannot reach the Chroma server at {url} ({exc}); start it with `chroma run` or "
+            "unset RUNE_CHROMA_URL to use the embedded index."
+        ) from exc
+
+
+class AdapterIndex:
+    """A Chroma collection of adapter task embeddings. Writers call it under the library lock."""
+
+    def __init__(self, folder: Path, chroma_url: str | None, library_id: str) -> None:
+        self.folder = folder
+        self.chroma_url = chroma_url
+        # One collection per library, so libraries sharing a Chroma server never mix.
+        self.collection_name = f"rune-adapters-{library_id[:16] or 'default'}"
+        self._client: Any = None
+        self._collection: Any = None
+        self._generation = -1
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def is_open(self) -> bool:
+        return self._collection is not None
+
+    def open(self, embedder_name: str, dim: int) -> None:
+        """Connect and check that this index was built by the same embedder (else unusable)."""
+        if self._collection is not None:
+            return
+        state = self._state()
+        if state and (state.get("embedder"), state.get("dim")) != (embedder_name, dim):
+            raise IndexUnusable(
+                f"the index was built with embedder {state.get('embedder')!r} "
+                f"(dim {state.get('dim')}), not {embedder_name!r} (dim {dim})"
+            )
+        try:
+            self._client = self._make_client()
+            self._collection = self._client.get_or_create_collection(
+                self.collection_name,
+                metadata={"hnsw:space": "cosine"},
+                embedding_function=None,
+            )
+            self._collection.count()
+        except LibraryError:
+            self.close()
+            raise
+        except Exception as exc:  # any failure of Chroma's own files means: rebuild
+            self.close()
+            raise IndexUnusable(f"the index could not be opened ({exc})") from exc
+        if not state:
+            self._write_state({"embedder": embedder_name, "dim": dim, "generation": 0})
+        self._generation = int(self._state().get("generation", 0))
+
+    def _make_client(self) -> Any:
+        if self.chroma_url:
+            return _http_client(self.chroma_url)
+        import chromadb
+
+        path = self.folder / CHROMA_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
+
+    def close(self) -> None:
+        """Drop the client; an embedded one is evicted from Chroma's per-path cache so the
+        next open reads the files afresh (another process may have changed them)."""
+        client, self._client, self._collection = self._client, None, None
+        if client is None or self.chroma_url:
+            return
+        with contextlib.suppress(Exception):
+            _evict_embedded(client, self.folder / CHROMA_DIR)
+
+    def stale(self) -> bool:
+        """True when another process changed an embedded index since we loaded it."""
+        if self.chroma_url or self._collection is None:
+            return False
+        return int(self._state().get("generation", 0)) != self._generation
+
+    def refresh(self) -> None:
+        """Reload an embedded index another process changed (caller holds the lock)."""
+        if self.stale():
+            embedder, dim = self._state().get("embedder", ""), self._state().get("dim", 0)
+            self.close()
+            self.open(str(embedder), int(dim))
+
+    def destroy(self) -> None:
+        """Delete the index entirely (caller holds the lock); `open` starts an empty one."""
+        if self.chroma_url:
+            with contextlib.suppress(Exception):
+                self._client = self._client or _http_client(self.chroma_url)
+                self._client.delete_collection(self.collection_name)
+        self.close()
+        if not self.chroma_url:
+            import shutil
+
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(self.folder / CHROMA_DIR)
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / STATE_FILE).unlink()
+
+    def reset(self) -> None:
+        """Empty the collection (caller holds the lock)."""
+        self._require()
+        try:
+            self._client.delete_collection(self.collection_name)
+            self._collection = self._client.get_or_create_collection(
+                self.collection_name, metadata={"hnsw:space": "cosine"}, embedding_function=None
+            )
+        except Exception as exc:
+            raise IndexUnusable(f"the index could not be reset ({exc})") from exc
+        self._bump()
+
+    # --- the dirty mark -------------------------------------------------------------------
+
+    def is_dirty(self) -> bool:
+        return (self.folder / DIRTY_FILE).exists()
+
+    def mark_dirty(self) -> None:
+        path = self.folder / DIRTY_FILE
+        if not path.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+            fsync_dir(self.folder)
+
+    def mark_clean(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.folder / DIRTY_FILE)
+            fsync_dir(self.folder)
+
+    # --- records --------------------------------------------------------------------------
+
+    def upsert(self, entries: list[IndexEntry]) -> None:
+        if not entries:
+            return
+        self._call(
+            "upsert",
+            ids=[e.adapter_id for e in entries],
+            embeddings=[e.embedding for e in entries],
+            metadatas=[e.metadata for e in entries],
+        )
+        self._bump()
+
+    def delete(self, ids: list[str]) -> None:
+        if ids:
+            self._call("delete", ids=ids)
+            self._bump()
+
+    def has(self, adapter_id: str) -> bool:
+        return bool(self._call("get", ids=[adapter_id], include=[])["ids"])
+
+    def ids(self) -> set[str]:
+        found: set[str] = set()
+        offset = 0
+        while True:
+            page = self._call("get", include=[], limit=_PAGE, offset=offset)["ids"]
+            found.update(page)
+            if len(page) < _PAGE:
+                return found
+            offset += _PAGE
+
+    def count(self) -> int:
+        return int(self._call("count"))
+
+    def query(self, vector: list[float], k: int, where: dict[str, Any]) -> list[tuple[str, float]]:
+        """Up to `k` (id, cosine similarity) pairs matching `where`, most similar first."""
+        total = self.count()
+        if total == 0:
+            return []
+        result = self._call(
+            "query",
+            query_embeddings=[vector],
+            n_results=min(k, total),
+            where=where,
+            include=["distances"],
+        )
+        ids, distances = result["ids"][0], result["distances"][0]
+        # Chroma's cosine distance is 1 - cosine similarity.
+        return [(i, 1.0 - float(d)) for i, d in zip(ids, distances, strict=True)]
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _require(self) -> None:
+        if self._collection is None:
+            raise IndexUnusable("the index is not open")
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        self._require()
+        try:
+            return getattr(self._collection, method)(**kwargs)
+        except LibraryError:
+            raise
+        except Exception as exc:  # Chroma's errors carry no common base worth trusting here
+            raise IndexUnusable(f"the index failed during {method} ({exc})") from exc
+
+    def _state(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.folder / STATE_FILE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError, OSError):
+            return {}
+        if not isinstance(data, dict) or data.get("format_version") != STATE_VERSION:
+            return {}
+        return data
+
+    def _write_state(self, values: dict[str, Any]) -> None:
+        atomic_write_json(self.folder / STATE_FILE, {"format_version": STATE_VERSION, **values})
+
+    def _bump(self) -> None:
+        state = self._state()
+        self._generation = int(state.get("generation", 0)) + 1
+        self._write_state({**state, "generation": self._generation})
+
+
+def _evict_embedded(client: Any, path: Path) -> None:
+    """Forget Chroma's cached in-process system for `path` so it is re-read from disk."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    systems = SharedSystemClient._identifier_to_system
+    for key in [k for k in systems if k == str(path)]:
+        system = systems.pop(key)
+        with contextlib.suppress(Exception):
+            system.stop()

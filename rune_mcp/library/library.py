@@ -1,0 +1,350 @@
+"""`Library`: the store, the index and the embedder behind one object, safe across processes.
+
+Every change holds the library lock (`<RUNE_HOME>/library.lock`): one writer at a time. A
+writer marks the index dirty before touching anything and clears the mark when store and
+index agree again, so if it is killed in between, the next process to use the index repairs
+it from the manifests (the index is derived data). Readers need no lock to list or read
+adapters; before querying an embedded index they reload it when another process changed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.config import Settings
+from rune_mcp.errors import AdapterNotFoundError, LibraryError, RuneError, UsageError
+from rune_mcp.fsutil import locked
+from rune_mcp.library.embed import Embedder, get_embedder
+from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable
+from rune_mcp.library.records import AdapterRecord, Problem, RecallHit
+from rune_mcp.library.store import AdapterStore
+
+log = logging.getLogger(__name__)
+
+ADAPTERS_DIR = "adapters"
+INDEX_DIR = "index"
+LOCK_FILE = "library.lock"
+_EMBED_BATCH = 64
+
+
+class Library:
+    """The adapter library under `settings.home`. Open with `Library.open(settings)`."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = AdapterStore(settings.home / ADAPTERS_DIR)
+        self.store.check_format()
+        self.lock_path = settings.home / LOCK_FILE
+        self._embedder = embedder
+        self._index: AdapterIndex | None = None
+        self._base_fingerprint: str | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder | None = None) -> Library:
+        """Open (or start) the library; cheap: the index and the embedder load on first use.
+
+        `embedder` replaces the configured embedding model (tests and benchmarks use it).
+        Raises LibraryError when the library was written by a newer Rune.
+        """
+        return cls(settings, embedder)
+
+    def close(self) -> None:
+        """Release the index client (a later call reopens it)."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def root(self) -> Path:
+        """The folder holding one sub-folder per adapter."""
+        return self.store.root
+
+    def base_fingerprint(self) -> str:
+        """The fingerprint of the configured base model (recall only returns its adapters)."""
+        if self._base_fingerprint is None:
+            from rune_mcp.basemodel import resolve_base
+
+            self._base_fingerprint = resolve_base(self.settings).fingerprint
+        return self._base_fingerprint
+
+    # --- writing ------------------------------------------------------------------------
+
+    def add(self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any]) -> AdapterRecord:
+        """Store an adapter and index it; adding the same content again returns the same record.
+
+        `peft_dir` holds `adapter_config.json` + `adapter_model.safetensors` (as PEFT's
+        `save_pretrained` writes them), `gguf_file` the llama.cpp LoRA (or None), and `meta`
+        the keys base_fingerprint and task (required), method, rank, alpha, target_modules,
+        agent, session_id, project, trajectory_id, embed_text, lesson_count, training (dict),
+        parents (adapter ids). Unknown keys are kept under the manifest's `extra`.
+        """
+        with self._writing() as index:
+            record, created = self.store.write(peft_dir, gguf_file, meta)
+            if created or not index.has(record.adapter_id):
+                index.upsert([self._entry(record, self._embed([record.embed_text])[0])])
+        if created:
+            log.info("stored adapter %s (%s)", record.adapter_id[:12], record.task[:60])
+        return record
+
+    def remove(self, adapter_id: str) -> str:
+        """Delete an adapter's files and its index record together; return the full id.
+
+        `adapter_id` may be a unique prefix of 6+ characters. AdapterNotFoundError otherwise.
+        """
+        with self._writing() as index:
+            full = self.store.resolve(adapter_id)
+            self.store.delete(full)  # hidden at once, before the index forgets it
+            index.delete([full])
+        log.info("removed adapter %s", full[:12])
+        return full
+
+    def forget_session(self, session_id: str) -> list[str]:
+        """Remove every adapter learned from `session_id`; return their ids ([] if none)."""
+        with self._writing() as index:
+            doomed = [r.adapter_id for r in self.store.records() if r.session_id == session_id]
+            for adapter_id in doomed:
+                self.store.delete(adapter_id)
+            index.delete(doomed)
+        return doomed
+
+    def reindex(self) -> int:
+        """Rebuild the index from the manifests; return the number of adapters indexed."""
+        with locked(self.lock_path):
+            self.store.sweep()
+            index = self._open_index()
+            index.mark_dirty()
+            index.reset()
+            count = self._fill(index, list(self.store.records()))
+            index.mark_clean()
+        return count
+
+    # --- reading ------------------------------------------------------------------------
+
+    def get(self, adapter_id: str) -> AdapterRecord:
+        """The adapter with this id (or unique 6+ character prefix), its files verified.
+
+        AdapterNotFoundError names how to find ids; IntegrityError when a file was changed.
+        """
+        return self.store.read(self.store.resolve(adapter_id)).verify()
+
+    def list(self, project: str | None = None, limit: int | None = None) -> list[AdapterRecord]:
+        """Adapters newest first (manifests only, files not verified), optionally of a project
+        (its path or folder name)."""
+        records = [
+            r for r in self.store.records() if project is None or _project_matches(r, project)
+        ]
+        records.sort(key=lambda r: (r.created_at, r.adapter_id), reverse=True)
+        return records if limit is None else records[: max(0, limit)]
+
+    def find_by_trajectory(self, trajectory_id: str) -> AdapterRecord | None:
+        """The newest adapter learned from this trajectory, or None."""
+        matches = [r for r in self.list() if r.trajectory_id == trajectory_id]
+        return matches[0] if matches else None
+
+    def recall(
+        self,
+        task: str,
+        k: int | None = None,
+        project: str | None = None,
+        min_similarity: float | None = None,
+        base_fingerprint: str | None = None,
+    ) -> list[RecallHit]:
+        """Adapters whose task is most similar to `task`, best first, at most `k`.
+
+        Only adapters for the current base model (or `base_fingerprint`) and, when given, for
+        `project` (path or folder name) are considered; hits below `min_similarity` (default:
+        the `recall_min_similarity` setting) are dropped, so an unrelated task gets []. The
+        records' files are verified when their paths are first used.
+        """
+        if not task or not task.strip():
+            raise UsageError("recall needs a task text.")
+        k = self.settings.recall_k if k is None else k
+        if not 1 <= k <= 100:
+            raise UsageError(f"k must be between 1 and 100, got {k}.")
+        threshold = (
+            self.settings.recall_min_similarity if min_similarity is None else min_similarity
+        )
+        if not self.store.ids():
+            return []  # an empty library is not an error, and needs no model
+        fingerprint = base_fingerprint or self.base_fingerprint()
+        vector = self._embed([task])[0]
+        rows = self._query(vector, k, _where(fingerprint, project))
+        hits = []
+        for adapter_id, similarity in rows:
+            if similarity < threshold:
+                continue
+            try:
+                hits.append(RecallHit(self.store.read(adapter_id), similarity))
+            except AdapterNotFoundError:
+                continue  # removed by another process after the index answered
+            except LibraryError as exc:
+                log.warning("recall skips adapter %s: %s", adapter_id[:12], exc)
+        return hits[:k]
+
+    def verify(self) -> list[Problem]:
+        """Check every adapter's files and the index against the manifests; [] means clean.
+
+        Torn or tampered adapters, stray files (a pickle, say) and index records that do not
+        match the adapters present are all reported; nothing is loaded or changed.
+        """
+        problems = []
+        for adapter_id in self.store.ids():
+            for text in self.store.problems(adapter_id):
+                problems.append(Problem(adapter_id, self.store.folder(adapter_id), text))
+        problems += self._index_problems()
+        return problems
+
+    def index_ids(self) -> set[str]:
+        """Ids in the index (after any pending repair): for checks and tests."""
+        return self._reading_index().ids()
+
+    # --- internals ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[AdapterIndex]:
+        """Hold the library lock with a consistent index; mark it dirty while changing it."""
+        with locked(self.lock_path):
+            self.store.check_format()
+            self.store.ensure_library_file()
+            self.store.sweep()  # nobody else writes while we hold the lock
+            index = self._open_index()
+            if index.is_dirty():
+                self._repair(index)
+            index.mark_dirty()
+            yield index
+            index.mark_clean()
+
+    def _open_index(self) -> AdapterIndex:
+        """The index, opened (under the lock) and usable; a broken one is rebuilt."""
+        if self._index is None:
+            self._index = AdapterIndex(
+                self.settings.home / INDEX_DIR,
+                self.settings.chroma_url,
+                self.store.ensure_library_file(),
+            )
+        index = self._index
+        try:
+            index.open(self.embedder.name, self.embedder.dim)
+            index.refresh()
+        except IndexUnusable as exc:
+            log.warning("rebuilding the index: %s", exc)
+            index.destroy()
+            index.open(self.embedder.name, self.embedder.dim)
+            index.mark_dirty()
+        return index
+
+    def _reading_index(self) -> AdapterIndex:
+        """The index for a query: repaired if a writer died, reloaded if another process wrote."""
+        index = self._index
+        if index is None or not index.is_open() or index.stale() or index.is_dirty():
+            with locked(self.lock_path):
+                self.store.ensure_library_file()
+                index = self._open_index()
+                if index.is_dirty() or index.count() != len(self.store.ids()):
+                    self._repair(index)
+        return index
+
+    def _repair(self, index: AdapterIndex) -> None:
+        """Make the index hold exactly the adapters present (caller holds the lock)."""
+        index.mark_dirty()
+        present = {r.adapter_id: r for r in self.store.records()}
+        indexed = index.ids()
+        extra = sorted(indexed - set(present))
+        missing = [present[i] for i in sorted(set(present) - indexed)]
+        if extra:
+            index.delete(extra)
+        added = self._fill(index, missing)
+        index.mark_clean()
+        if extra or added:
+            log.info("repaired the index: %d added, %d removed", added, len(extra))
+
+    def _fill(self, index: AdapterIndex, records: list[AdapterRecord]) -> int:
+        for start in range(0, len(records), _EMBED_BATCH):
+            batch = records[start : start + _EMBED_BATCH]
+            vectors = self._embed([r.embed_text for r in batch])
+            index.upsert([self._entry(r, v) for r, v in zip(batch, vectors, strict=True)])
+        return len(records)
+
+    def _query(self, vector: list[float], k: int, where: dict[str, Any]) -> list[tuple[str, float]]:
+        index = self._reading_index()
+        try:
+            return index.query(vector, k, where)
+        except IndexUnusable:
+            # Another process changed the files under our feet: reload once and retry.
+            with locked(self.lock_path):
+                index.close()
+                index = self._open_index()
+                self._repair(index)
+            return index.query(vector, k, where)
+
+    def _index_problems(self) -> list[Problem]:
+        place = self.settings.home / INDEX_DIR
+        if not self.store.ids() and self._index is None and not place.exists():
+            return []
+        try:
+            indexed = self._reading_index().ids()
+        except RuneError as exc:
+            return [Problem(None, place, f"index unusable: {exc}")]
+        present = set(self.store.ids())
+        problems = [
+            Problem(i, self.store.folder(i), "adapter missing from the index; run "
+                    "`rune library reindex`") for i in sorted(present - indexed)
+        ]
+        problems += [
+            Problem(i, place, "index record for an adapter that is not present; run "
+                    "`rune library reindex`") for i in sorted(indexed - present)
+        ]
+        return problems
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.embed(texts)
+
+    @staticmethod
+    def _entry(record: AdapterRecord, vector: list[float]) -> IndexEntry:
+        return IndexEntry(
+            adapter_id=record.adapter_id,
+            embedding=vector,
+            metadata={
+                "project": record.project or "",
+                "project_name": _project_name(record.project),
+                "agent": record.agent or "",
+                "session_id": record.session_id or "",
+                "trajectory_id": record.trajectory_id or "",
+                "base_fingerprint": record.base_fingerprint,
+                "created_at": record.created_at,
+            },
+        )
+
+
+def _project_name(project: str | None) -> str:
+    """`/home/me/acme-api/` -> `acme-api`."""
+    if not project:
+        return ""
+    return project.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _project_matches(record: AdapterRecord, project: str) -> bool:
+    return project in (record.project, _project_name(record.project))
+
+
+def _where(fingerprint: str, project: str | None) -> dict[str, Any]:
+    clauses: list[dict[str, Any]] = [{"base_fingerprint": fingerprint}]
+    if project:
+        clauses.append({"$or": [{"project": project}, {"project_name": project}]})
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}

@@ -1,0 +1,145 @@
+"""What the library hands out: adapter records, recall hits and verification problems.
+
+A record's file paths are only given out after the files have been checked against the
+manifest's digests, so no caller can load a torn or tampered adapter by accident:
+`record.peft_dir` and `record.gguf_path` verify on first use (`Library.get` verifies at once).
+Listing and recall stay fast because they read manifests only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.errors import IntegrityError
+from rune_mcp.library.manifest import GGUF_FILE, check_files
+
+
+@dataclass
+class AdapterRecord:
+    """One stored adapter: its id, its folder and its manifest (a dict, see docs/library.md)."""
+
+    adapter_id: str
+    path: Path
+    manifest: dict[str, Any]
+    _verified: bool = field(default=False, repr=False, compare=False)
+
+    def verify(self) -> AdapterRecord:
+        """Check every file against the manifest; IntegrityError names what differs."""
+        if not self._verified:
+            problems = check_files(self.path, self.manifest)
+            if problems:
+                raise IntegrityError(
+                    f"adapter {self.adapter_id[:12]} failed verification ({'; '.join(problems)}); "
+                    "it will not be loaded: remove it with `rune adapters rm "
+                    f"{self.adapter_id[:12]}`."
+                )
+            self._verified = True
+        return self
+
+    @property
+    def verified(self) -> bool:
+        return self._verified
+
+    @property
+    def peft_dir(self) -> Path:
+        """Folder loadable by `PeftModel.from_pretrained` (digests checked first)."""
+        return self.verify().path
+
+    @property
+    def gguf_path(self) -> Path | None:
+        """The llama.cpp GGUF LoRA file, or None when none was stored (digests checked first)."""
+        self.verify()
+        return self.path / GGUF_FILE if GGUF_FILE in self.manifest["files"] else None
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest["task"])
+
+    @property
+    def embed_text(self) -> str:
+        return str(self.manifest.get("embed_text") or self.manifest["task"])
+
+    @property
+    def base_fingerprint(self) -> str:
+        return str(self.manifest["base_fingerprint"])
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest.get("method") or "lora")
+
+    @property
+    def created_at(self) -> str:
+        return str(self.manifest.get("created_at") or "")
+
+    def source(self, key: str) -> str | None:
+        value = (self.manifest.get("source") or {}).get(key)
+        return value if isinstance(value, str) else None
+
+    @property
+    def project(self) -> str | None:
+        return self.source("project")
+
+    @property
+    def session_id(self) -> str | None:
+        return self.source("session_id")
+
+    @property
+    def agent(self) -> str | None:
+        return self.source("agent")
+
+    @property
+    def trajectory_id(self) -> str | None:
+        return self.source("trajectory_id")
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(int(info.get("size", 0)) for info in self.manifest["files"].values())
+
+    def summary(self) -> dict[str, Any]:
+        """The row `rune adapters ls` prints."""
+        return {
+            "adapter_id": self.adapter_id,
+            "task": self.task,
+            "project": self.project,
+            "session_id": self.session_id,
+            "agent": self.agent,
+            "created_at": self.created_at,
+            "method": self.method,
+            "rank": self.manifest.get("rank"),
+            "size_bytes": self.size_bytes,
+            "has_gguf": GGUF_FILE in self.manifest["files"],
+        }
+
+
+@dataclass(frozen=True)
+class RecallHit:
+    """An adapter that matched a task, with the cosine similarity of the two embeddings."""
+
+    record: AdapterRecord
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        row = self.record.summary()
+        return {
+            "adapter_id": row["adapter_id"],
+            "similarity": round(self.similarity, 4),
+            "task": row["task"],
+            "project": row["project"],
+            "session_id": row["session_id"],
+            "agent": row["agent"],
+            "created_at": row["created_at"],
+        }
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of `Library.verify`: which adapter (or the index), where, and what is wrong."""
+
+    adapter_id: str | None
+    path: Path
+    problem: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"adapter_id": self.adapter_id, "path": str(self.path), "problem": self.problem}

@@ -1,0 +1,286 @@
+"""The content-addressed, write-once store of adapter folders under `<RUNE_HOME>/adapters/`.
+
+An adapter is written into a hidden temporary folder, every file fsynced, `manifest.json`
+last, and the folder renamed to its id in one step: a reader (another process, or this one
+after a crash) sees either no adapter or a whole one. Removal renames the folder to a hidden
+trash name first, so it disappears at once too. Hidden leftovers of a crashed writer are
+swept by the next writer. Callers (the `Library`) hold the library lock around every write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.errors import AdapterNotFoundError, LibraryError
+from rune_mcp.fsutil import atomic_write_json, fsync_dir
+from rune_mcp.library.manifest import (
+    FORMAT_VERSION,
+    GGUF_FILE,
+    ID_PATTERN,
+    MANIFEST,
+    PEFT_CONFIG,
+    PEFT_WEIGHTS,
+    build_manifest,
+    check_files,
+    check_version,
+    normalize_meta,
+    read_manifest,
+)
+from rune_mcp.library.records import AdapterRecord
+
+log = logging.getLogger(__name__)
+
+LIBRARY_FILE = "library.json"
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_FIND_IDS = "`rune adapters ls` lists the ids"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _copy_synced(src: Path, dst: Path) -> dict[str, Any]:
+    """Copy `src` to `dst`, fsync it, make it read-only; return its size and sha256."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    with src.open("rb") as fin, dst.open("xb") as fout:
+        while chunk := fin.read(1 << 20):
+            digest.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    os.chmod(dst, 0o444)
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file starts with an 8-byte little-endian header length and a JSON header."""
+    try:
+        with path.open("rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 2 <= length <= 100_000_000:
+                raise ValueError("bad header length")
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise LibraryError(f"{path} is not a valid safetensors file ({exc}).") from exc
+    if not isinstance(header, dict) or not any(k != "__metadata__" for k in header):
+        raise LibraryError(f"{path} holds no tensors.")
+
+
+def check_sources(peft_dir: Path, gguf_file: Path | None) -> None:
+    """Refuse anything but a PEFT safetensors adapter (and a real GGUF file) before copying."""
+    if not peft_dir.is_dir():
+        raise LibraryError(f"{peft_dir} is not a folder holding a PEFT adapter.")
+    weights = peft_dir / PEFT_WEIGHTS
+    if not weights.is_file():
+        pickles = [p.name for p in peft_dir.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        hint = (
+            f" (found {', '.join(pickles)}: pickle weights are never accepted; save with "
+            "safe_serialization=True)" if pickles else ""
+        )
+        raise LibraryError(f"{peft_dir} has no {PEFT_WEIGHTS}{hint}.")
+    _check_safetensors(weights)
+    try:
+        config = json.loads((peft_dir / PEFT_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LibraryError(f"{peft_dir / PEFT_CONFIG} is missing or not JSON ({exc}).") from exc
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise LibraryError(f"{peft_dir / PEFT_CONFIG} is not a PEFT adapter config.")
+    if gguf_file is not None:
+        try:
+            magic = gguf_file.open("rb").read(4)
+        except OSError as exc:
+            raise LibraryError(f"cannot read the GGUF file {gguf_file} ({exc}).") from exc
+        if magic != b"GGUF":
+            raise LibraryError(f"{gguf_file} is not a GGUF file.")
+
+
+class AdapterStore:
+    """Adapter folders on disk. Reading needs no lock; writing needs the library lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # --- reading -------------------------------------------------------------------------
+
+    def check_format(self) -> None:
+        """Raise LibraryError when the library was written by a newer Rune."""
+        path = self.root / LIBRARY_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise LibraryError(f"{path} is not readable JSON ({exc}); restore or delete it.") from exc
+        check_version(data.get("format_version") if isinstance(data, dict) else None, str(path))
+
+    def library_id(self) -> str:
+        """A random id made when the library is created; names its index collection."""
+        path = self.root / LIBRARY_FILE
+        with contextlib.suppress(FileNotFoundError, ValueError, OSError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("library_id"), str):
+                return data["library_id"]
+        return ""
+
+    def ensure_library_file(self) -> str:
+        """Create `library.json` once (caller holds the lock); return the library id."""
+        existing = self.library_id()
+        if existing:
+            return existing
+        library_id = uuid.uuid4().hex
+        atomic_write_json(
+            self.root / LIBRARY_FILE,
+            {"format_version": FORMAT_VERSION, "library_id": library_id, "created_at": _now()},
+        )
+        return library_id
+
+    def ids(self) -> list[str]:
+        """Ids of the adapter folders present (sorted); hidden temp and trash folders are not."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if ID_PATTERN.match(name))
+
+    def folder(self, adapter_id: str) -> Path:
+        return self.root / adapter_id
+
+    def resolve(self, adapter_id: str) -> str:
+        """The full id for `adapter_id` or a unique prefix of at least 6 characters."""
+        wanted = adapter_id.strip().lower()
+        if ID_PATTERN.match(wanted):
+            if (self.root / wanted).is_dir():
+                return wanted
+        elif len(wanted) >= 6 and all(c in "0123456789abcdef" for c in wanted):
+            matches = [i for i in self.ids() if i.startswith(wanted)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise AdapterNotFoundError(
+                    f"adapter id prefix {adapter_id!r} matches {len(matches)} adapters; give more "
+                    f"characters ({_FIND_IDS})."
+                )
+        raise AdapterNotFoundError(f"no adapter has the id {adapter_id!r}; {_FIND_IDS}.")
+
+    def read(self, adapter_id: str) -> AdapterRecord:
+        """The record of a present adapter, from its manifest (files not yet verified)."""
+        folder = self.root / adapter_id
+        if not folder.is_dir():
+            raise AdapterNotFoundError(f"no adapter has the id {adapter_id!r}; {_FIND_IDS}.")
+        return AdapterRecord(adapter_id, folder, read_manifest(folder))
+
+    def records(self) -> Iterator[AdapterRecord]:
+        """Every adapter with a readable manifest; unreadable ones are logged and skipped."""
+        for adapter_id in self.ids():
+            try:
+                yield self.read(adapter_id)
+            except AdapterNotFoundError:
+                continue  # removed by another process since the listing
+            except LibraryError as exc:
+                log.warning("skipping adapter %s: %s", adapter_id[:12], exc)
+
+    def problems(self, adapter_id: str) -> list[str]:
+        """`check_files` for one adapter, including an unreadable manifest."""
+        folder = self.root / adapter_id
+        try:
+            manifest = read_manifest(folder)
+        except LibraryError as exc:
+            return [str(exc)]
+        return check_files(folder, manifest)
+
+    # --- writing (caller holds the library lock) ---------------------------------------
+
+    def write(
+        self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any]
+    ) -> tuple[AdapterRecord, bool]:
+        """Store an adapter; return its record and whether it was new.
+
+        The same content again returns the existing record untouched. An existing folder with
+        the same id that fails verification is replaced by the good copy being added.
+        """
+        flat = normalize_meta(meta)
+        check_sources(peft_dir, gguf_file)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            files = {
+                PEFT_CONFIG: _copy_synced(peft_dir / PEFT_CONFIG, tmp / PEFT_CONFIG),
+                PEFT_WEIGHTS: _copy_synced(peft_dir / PEFT_WEIGHTS, tmp / PEFT_WEIGHTS),
+            }
+            if gguf_file is not None:
+                files[GGUF_FILE] = _copy_synced(gguf_file, tmp / GGUF_FILE)
+            manifest = build_manifest(flat, files, _now())
+            adapter_id = manifest["adapter_id"]
+            final = self.root / adapter_id
+            if final.is_dir():
+                if not self.problems(adapter_id):
+                    return self.read(adapter_id), False
+                log.warning("replacing damaged adapter %s with the copy being added", adapter_id)
+                self._to_trash(adapter_id)
+            atomic_write_json(tmp / MANIFEST, manifest, mode=0o444)
+            fsync_dir(tmp)
+            os.rename(tmp, final)
+            fsync_dir(self.root)
+            return AdapterRecord(adapter_id, final, manifest, _verified=True), True
+        finally:
+            if tmp.exists():
+                _rmtree(tmp)
+
+    def delete(self, adapter_id: str) -> bool:
+        """Remove an adapter folder (atomically hidden first); False when it was not there."""
+        if not (self.root / adapter_id).is_dir():
+            return False
+        trash = self._to_trash(adapter_id)
+        _rmtree(trash)
+        return True
+
+    def _to_trash(self, adapter_id: str) -> Path:
+        trash = self.root / f"{TRASH_PREFIX}{adapter_id}-{uuid.uuid4().hex[:8]}"
+        os.rename(self.root / adapter_id, trash)
+        fsync_dir(self.root)
+        return trash
+
+    def sweep(self) -> int:
+        """Delete hidden leftovers of crashed writers (caller holds the lock); return how many."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return 0
+        swept = 0
+        for name in names:
+            if name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+                _rmtree(self.root / name)
+                swept += 1
+        return swept
+
+    def leftovers(self) -> list[str]:
+        """Names of hidden temporary or trash folders (a writer crashed, or is writing now)."""
+        try:
+            return sorted(
+                n for n in os.listdir(self.root) if n.startswith((TMP_PREFIX, TRASH_PREFIX))
+            )
+        except FileNotFoundError:
+            return []
+
+
+def _rmtree(path: Path) -> None:
+    """Delete a folder; its files being read-only does not matter on POSIX (the folder is
+    writable), and a folder already gone is fine (another sweeper got there first)."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)
