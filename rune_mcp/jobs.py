@@ -251,6 +251,7 @@ class JobQueue:
         self,
         path: Path | None = None,
         text: str | None = None,
+        *,
         fmt: str = "auto",
         source: str = "manual",
         session_id: str | None = None,
@@ -299,8 +300,8 @@ class JobQueue:
             if last is not None and last["state"] == "done" and last["content_sha"] == sha:
                 return _row_to_job(last)
             job_id = self._insert(
-                conn, key, fmt, source, session_id, now + max(0.0, delay),
-                path=str(resolved), content_sha=sha,
+                conn, key, fmt=fmt, source=source, session_id=session_id,
+                not_before=now + max(0.0, delay), path=str(resolved), content_sha=sha,
             )
             return self._get(conn, job_id)
 
@@ -321,8 +322,9 @@ class JobQueue:
             if last is not None:
                 return _row_to_job(last)
             job_id = self._insert(
-                conn, key, fmt, source, session_id or traj.session_id, now + max(0.0, delay),
-                trajectory_json=traj.to_json(), trajectory_id=traj.id,
+                conn, key, fmt=fmt, source=source, session_id=session_id or traj.session_id,
+                not_before=now + max(0.0, delay), trajectory_json=traj.to_json(),
+                trajectory_id=traj.id,
             )
             return self._get(conn, job_id)
 
@@ -330,6 +332,7 @@ class JobQueue:
         self,
         conn: sqlite3.Connection,
         key: str,
+        *,
         fmt: str,
         source: str,
         session_id: str | None,
@@ -390,14 +393,14 @@ class JobQueue:
             worker = conn.execute(
                 "SELECT value FROM meta WHERE key = 'worker'"
             ).fetchone()
-        heartbeat = json.loads(worker["value"]) if worker else None
+        heartbeat: dict[str, Any] = json.loads(worker["value"]) if worker else {}
         alive = bool(heartbeat) and time.time() - float(heartbeat["beat"]) < 60
         return {
             "counts": self.counts(),
             "running": [_brief(j) for j in self.recent("running", limit=5)],
             "queued": [_brief(j) for j in self.recent("queued", limit=10)],
             "recent_failures": [_brief(j) for j in self.recent("failed", limit=5)],
-            "worker": {"active": alive, "pid": heartbeat["pid"] if heartbeat else None},
+            "worker": {"active": alive, "pid": heartbeat.get("pid")},
         }
 
     def wait(
@@ -459,7 +462,10 @@ class JobQueue:
                 (now, now, row["id"]),
             )
             self._heartbeat(conn)
-            return conn.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+            claimed: sqlite3.Row = conn.execute(
+                "SELECT * FROM jobs WHERE id = ?", (row["id"],)
+            ).fetchone()
+            return claimed
 
     def _next_wakeup(self) -> float | None:
         with self._connect() as conn:
@@ -646,6 +652,22 @@ class JobQueue:
         result = dict(json.loads(row["result"]))
         result["reused"] = True
         return result
+
+    def cancel_session(self, session_id: str) -> list[str]:
+        """Cancel the queued jobs of a session being forgotten, so it is not learned again."""
+        now = time.time()
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' AND session_id = ?", (session_id,)
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            conn.executemany(
+                "UPDATE jobs SET state = 'failed', finished = ?, updated = ?, "
+                "error = 'cancelled: the session was forgotten.', trajectory_json = NULL "
+                "WHERE id = ?",
+                [(now, now, job_id) for job_id in ids],
+            )
+        return ids
 
     def prune(self, older_than_s: float = 30 * 86400.0) -> int:
         """Delete finished jobs older than `older_than_s`; returns how many went."""

@@ -1,0 +1,155 @@
+"""Server commands: `rune serve`, `rune hook`, `rune install`, `rune uninstall`, `rune status`,
+`rune jobs ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.cli.output import emit_json, table
+from rune_mcp.config import Settings
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the MCP server (stdio; --http for streamable HTTP)")
+    serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    serve.add_argument("--host", help="HTTP bind address (default: http_host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default: http_port, 8765)")
+    serve.add_argument(
+        "--root", action="append", type=Path, default=[],
+        help="a workspace folder whose transcripts tools may read (repeatable)",
+    )
+    serve.set_defaults(func=serve_cmd)
+
+    hook = sub.add_parser("hook", help="queue a finished session (called by an agent's hooks)")
+    hook.add_argument("agent", choices=["claude-code", "cursor"], help="which agent calls")
+    hook.set_defaults(func=hook_cmd)
+
+    for verb in ("install", "uninstall"):
+        p = sub.add_parser(verb, help=f"{verb} Rune's MCP server and hooks in an editor")
+        target = p.add_subparsers(dest="target", metavar="EDITOR", required=True)
+        claude = target.add_parser("claude-code", help="Claude Code")
+        claude.add_argument("--scope", choices=["user", "project", "local"], default="user")
+        claude.add_argument("--project", type=Path, help="project folder (default: current)")
+        claude.add_argument(
+            "--no-cli", action="store_true",
+            help="edit the config files directly even when the `claude` CLI is on PATH",
+        )
+        cursor = target.add_parser("cursor", help="Cursor")
+        cursor.add_argument("--scope", choices=["project", "user"], default="project")
+        cursor.add_argument("--project", type=Path, help="project folder (default: current)")
+        for p2 in (claude, cursor):
+            p2.set_defaults(func=install_cmd, verb=verb)
+
+    status = sub.add_parser("status", help="library size, job queue, base model")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=status_cmd)
+
+    jobs = sub.add_parser("jobs", help="the queue of sessions waiting to be distilled")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    ls = jobs_sub.add_parser("ls", help="recent jobs, newest first")
+    ls.add_argument("--state", choices=["queued", "running", "done", "failed"])
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=jobs_ls_cmd)
+    add = jobs_sub.add_parser("add", help="queue a transcript file")
+    add.add_argument("path", type=Path)
+    add.add_argument("--format", default="auto", dest="fmt")
+    add.set_defaults(func=jobs_add_cmd)
+    work = jobs_sub.add_parser("work", help="run queued jobs (one worker per library)")
+    work.add_argument("--once", action="store_true", help="run at most one ready job")
+    work.set_defaults(func=jobs_work_cmd)
+
+
+def serve_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.logs import setup_logging
+    from rune_mcp.server import serve
+
+    setup_logging(settings, debug=args.debug, to_file=True)
+    return serve(settings, http=args.http, host=args.host, port=args.port, roots=args.root)
+
+
+def hook_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.hooks import run_hook
+    from rune_mcp.logs import setup_logging
+
+    setup_logging(settings, debug=args.debug, to_file=True)
+    return run_hook(args.agent, sys.stdin, settings)
+
+
+def install_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp import install
+
+    if args.target == "claude-code":
+        use_cli = False if args.no_cli else None
+        fn = (
+            install.install_claude_code if args.verb == "install"
+            else install.uninstall_claude_code
+        )
+        done = fn(settings, scope=args.scope, project=args.project, use_cli=use_cli)
+    else:
+        fn2 = install.install_cursor if args.verb == "install" else install.uninstall_cursor
+        done = fn2(settings, scope=args.scope, project=args.project)
+    for line in done:
+        print(line)
+    if args.verb == "install" and args.target == "claude-code" and args.scope == "project":
+        print("Claude Code lists project servers as pending until you approve them in Claude Code.")
+    return 0
+
+
+def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.server import Rune, _status, _status_text
+
+    status = _status(Rune(settings, start_worker=False))
+    if args.json:
+        emit_json(status.model_dump(mode="json"))
+        return 0
+    print(_status_text(status))
+    rows = status.running + status.queued + status.recent_failures
+    if rows:
+        print(table(rows, ["id", "state", "source", "transcript", "attempts", "message", "error"]))
+    return 0
+
+
+def jobs_ls_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.jobs import JobQueue
+
+    jobs = JobQueue(settings).recent(state=args.state, limit=args.limit)
+    if args.json:
+        emit_json([j.to_dict() for j in jobs])
+        return 0
+    rows = [
+        {
+            "id": j.id, "state": j.state, "source": j.source,
+            "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(j.created)),
+            "transcript": Path(j.path).name if j.path else "(text)",
+            "adapter": (j.adapter_id or "")[:12], "error": j.error,
+        }
+        for j in jobs
+    ]
+    print(table(rows, ["id", "state", "source", "created", "transcript", "adapter", "error"]))
+    return 0
+
+
+def jobs_add_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.jobs import JobQueue
+
+    job = JobQueue(settings).enqueue(path=args.path, fmt=args.fmt, source="cli")
+    print(f"job {job.id}: {job.state}")
+    return 0
+
+
+def jobs_work_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.jobs import JobQueue
+    from rune_mcp.logs import setup_logging
+
+    setup_logging(settings, debug=args.debug, to_file=True)
+    ran = JobQueue(settings).work(once=args.once)
+    if ran is None:
+        print("another Rune process is the worker for this library; it will run the jobs.")
+    else:
+        print(f"ran {ran} job(s).")
+    return 0
