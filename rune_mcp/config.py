@@ -191,6 +191,22 @@ class Settings(BaseModel):
     ignore_projects: list[str] = Field(
         default_factory=list, description="Project paths (or glob patterns) never remembered."
     )
+    watch_rescan_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds between the watcher's reconciliation scans (file events can be "
+        "dropped by the kernel; the scan finds what they missed).",
+    )
+    watch_polling: bool = Field(
+        default=False,
+        description="Watch by polling instead of inotify/FSEvents (network file systems).",
+    )
+    watch_backfill_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="On its first start the watcher remembers sessions written this many hours "
+        "before; older transcripts are recorded as history and skipped unless they grow.",
+    )
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -202,6 +218,20 @@ class Settings(BaseModel):
     @property
     def config_file(self) -> Path:
         return self.home / CONFIG_FILE
+
+    def ensure_home(self) -> Path:
+        """Create RUNE_HOME if needed; an unusable one is a ConfigError naming the setting."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            probe = self.home / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"RUNE_HOME {self.home} is not writable ({exc.strerror or exc}); set RUNE_HOME "
+                "(environment) to a writable folder."
+            ) from exc
+        return self.home
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with some fields replaced (validated), keeping the recorded sources."""
@@ -236,8 +266,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
-    except FileNotFoundError:
-        return {}
+    except (FileNotFoundError, NotADirectoryError):
+        return {}  # no file is the usual case; an unusable RUNE_HOME is reported where it is used
     except PermissionError as exc:
         raise ConfigError(f"cannot read {path}: permission denied; fix its permissions.") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -6,7 +6,6 @@ import importlib
 import importlib.metadata
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,15 +86,11 @@ def check_embedder(settings: Settings) -> Check:
 
 
 def check_home(settings: Settings) -> Check:
-    home = settings.home
     try:
-        home.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=home, prefix=".doctor-"):
-            pass
-    except OSError as exc:
-        return Check("RUNE_HOME", False, f"{home} is not writable ({exc.strerror})",
-                     "set RUNE_HOME to a writable folder")
-    return Check("RUNE_HOME", True, f"{home} (writable)")
+        settings.ensure_home()
+    except RuneError as exc:
+        return Check("RUNE_HOME", False, str(exc), "set RUNE_HOME to a writable folder")
+    return Check("RUNE_HOME", True, f"{settings.home} (writable)")
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -1,0 +1,49 @@
+"""Distillation commands: `rune remember PATH` turns a finished session into an adapter."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.cli.output import emit_json
+from rune_mcp.config import Settings
+
+
+def register(sub: Any) -> None:
+    remember = sub.add_parser(
+        "remember", help="distill a session transcript into a LoRA adapter in the library")
+    remember.add_argument("path", type=Path, help="transcript file (JSONL, Markdown, ...)")
+    remember.add_argument("--format", default="auto",
+                          help="transcript format (default: detected from the file)")
+    remember.add_argument("--method", choices=("lora", "qlora"), default=None,
+                          help="LoRA on full-precision weights or QLoRA on an NF4 base "
+                               "(default: the train_method setting)")
+    remember.add_argument("--json", action="store_true", help="print JSON")
+    remember.set_defaults(func=remember_cmd)
+
+
+def _progress(step: int, total: int, message: str) -> None:
+    # The loss goes to stderr so stdout stays clean for --json.
+    prefix = f"[{step}/{total}] " if total else ""
+    print(f"rune: {prefix}{message}", file=sys.stderr, flush=True)
+
+
+def remember_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.remember import remember_path
+
+    result = remember_path(settings, args.path, args.format, args.method, _progress)
+    if args.json:
+        emit_json(result.to_dict())
+        return 0
+    state = "already remembered as" if result.reused else "remembered as"
+    print(f"{state} adapter {result.adapter_id}")
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.kinds.items()))
+    print(f"  lessons: {result.lessons}   examples: {result.examples}"
+          + (f" ({kinds})" if kinds else ""))
+    loss = "n/a" if result.final_loss is None else f"{result.final_loss:.4f}"
+    print(f"  method: {result.method}   final loss: {loss}   seconds: {result.seconds:.1f}"
+          + (f" (model load {result.load_seconds:.1f}, training {result.train_seconds:.1f})"
+             if not result.reused else ""))
+    return 0

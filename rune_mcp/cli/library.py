@@ -1,0 +1,153 @@
+"""Library commands: `rune adapters ls|show|rm|verify`, `rune recall`, `rune library reindex`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from rune_mcp.cli.output import emit_json, table
+from rune_mcp.config import Settings
+from rune_mcp.errors import UsageError
+
+
+def register(sub: Any) -> None:
+    adapters = sub.add_parser("adapters", help="list, inspect, remove and verify stored adapters")
+    actions = adapters.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
+
+    ls = actions.add_parser("ls", help="list adapters, newest first")
+    ls.add_argument("--project", help="only this project (path or folder name)")
+    ls.add_argument("--limit", type=int, help="at most this many")
+    _json_flag(ls).set_defaults(func=adapters_ls)
+
+    show = actions.add_parser("show", help="print an adapter's manifest and check its files")
+    show.add_argument("adapter_id", metavar="ID", help="adapter id or a unique 6+ char prefix")
+    _json_flag(show).set_defaults(func=adapters_show)
+
+    rm = actions.add_parser("rm", help="delete an adapter (files and index record)")
+    rm.add_argument("adapter_id", metavar="ID", nargs="?", help="adapter id or unique prefix")
+    rm.add_argument("--session", help="instead: delete every adapter learned from this session")
+    _json_flag(rm).set_defaults(func=adapters_rm)
+
+    verify = actions.add_parser("verify", help="check every adapter and the index (exit 1 on problems)")
+    _json_flag(verify).set_defaults(func=adapters_verify)
+
+    recall = sub.add_parser("recall", help="find the adapters whose task is most like TASK")
+    recall.add_argument("task", metavar="TASK", help="the task, in words")
+    recall.add_argument("--k", type=int, help="how many adapters at most (default: recall_k)")
+    recall.add_argument("--project", help="only this project (path or folder name)")
+    recall.add_argument("--min-similarity", type=float, help="default: recall_min_similarity")
+    _json_flag(recall).set_defaults(func=recall_cmd)
+
+    library = sub.add_parser("library", help="maintain the adapter library")
+    library_sub = library.add_subparsers(dest="library_command", metavar="ACTION", required=True)
+    reindex = library_sub.add_parser("reindex", help="rebuild the task index from the manifests")
+    _json_flag(reindex).set_defaults(func=library_reindex)
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _open(settings: Settings) -> Any:
+    from rune_mcp.library import Library
+
+    return Library.open(settings)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1_048_576:.1f} MiB" if size >= 104_858 else f"{size / 1024:.0f} KiB"
+
+
+def adapters_ls(args: argparse.Namespace, settings: Settings) -> int:
+    rows = [r.summary() for r in _open(settings).list(project=args.project, limit=args.limit)]
+    if args.json:
+        emit_json(rows)
+    elif not rows:
+        print("no adapters yet; `rune remember TRANSCRIPT` makes one.")
+    else:
+        shown = [{**r, "id": r["adapter_id"][:12], "size": _mib(r["size_bytes"])} for r in rows]
+        print(table(shown, ["id", "created_at", "project", "method", "size", "task"], width=50))
+    return 0
+
+
+def adapters_show(args: argparse.Namespace, settings: Settings) -> int:
+    lib = _open(settings)
+    record = lib.store.read(lib.store.resolve(args.adapter_id))
+    problems = lib.store.problems(record.adapter_id)
+    data = {"adapter_id": record.adapter_id, "path": str(record.path), "problems": problems,
+            "manifest": record.manifest}
+    if args.json:
+        emit_json(data)
+    else:
+        manifest = record.manifest
+        source = manifest.get("source") or {}
+        lines = [
+            ("id", record.adapter_id), ("path", record.path), ("task", record.task),
+            ("project", source.get("project")), ("session", source.get("session_id")),
+            ("agent", source.get("agent")), ("trajectory", source.get("trajectory_id")),
+            ("created", record.created_at), ("method", record.method),
+            ("rank / alpha", f"{manifest.get('rank')} / {manifest.get('alpha')}"),
+            ("targets", ", ".join(manifest.get("target_modules") or [])),
+            ("lessons", manifest.get("lesson_count")), ("training", manifest.get("training")),
+            ("parents", ", ".join(manifest.get("parents") or []) or "-"),
+            ("files", ", ".join(f"{n} ({_mib(i['size'])})" for n, i in manifest["files"].items())),
+            ("verified", "ok" if not problems else "FAILED: " + "; ".join(problems)),
+        ]
+        for key, value in lines:
+            print(f"{key:>13}: {value}")
+    return 1 if problems else 0
+
+
+def adapters_rm(args: argparse.Namespace, settings: Settings) -> int:
+    if bool(args.adapter_id) == bool(args.session):
+        raise UsageError("give either an adapter ID or --session SESSION_ID.")
+    lib = _open(settings)
+    removed = lib.forget_session(args.session) if args.session else [lib.remove(args.adapter_id)]
+    if args.json:
+        emit_json({"removed": removed})
+    elif not removed:
+        print(f"no adapter was learned from session {args.session}.")
+    else:
+        for adapter_id in removed:
+            print(f"removed {adapter_id}")
+    return 0
+
+
+def adapters_verify(args: argparse.Namespace, settings: Settings) -> int:
+    lib = _open(settings)
+    problems = [p.to_dict() for p in lib.verify()]
+    if args.json:
+        emit_json({"ok": not problems, "adapters": len(lib.store.ids()), "problems": problems})
+    elif problems:
+        print(table(problems, ["adapter_id", "problem"], width=90))
+    else:
+        print(f"{len(lib.store.ids())} adapters verified; the index matches.")
+    return 1 if problems else 0
+
+
+def recall_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    hits = _open(settings).recall(
+        args.task, k=args.k, project=args.project, min_similarity=args.min_similarity
+    )
+    rows = [h.to_dict() for h in hits]
+    if args.json:
+        emit_json(rows)
+    elif not rows:
+        print("no adapter is similar enough to this task.")
+    else:
+        shown = [{**r, "id": r["adapter_id"][:12]} for r in rows]
+        print(table(shown, ["id", "similarity", "project", "task"], width=60))
+    return 0
+
+
+def library_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    start = time.perf_counter()
+    count = _open(settings).reindex()
+    seconds = round(time.perf_counter() - start, 3)
+    if args.json:
+        emit_json({"indexed": count, "seconds": seconds})
+    else:
+        print(f"indexed {count} adapters in {seconds} s.")
+    return 0

@@ -1,0 +1,87 @@
+"""The `rune` entry point: exit codes, one-sentence errors, `config show`, `doctor`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rune_mcp.cli import main
+
+
+def run_rune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rune_mcp", *args], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: rune" in capsys.readouterr().err
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+    assert "rune: argument COMMAND: invalid choice" in capsys.readouterr().err
+
+
+def test_config_show_json(capsys: pytest.CaptureFixture[str], rune_home: Path) -> None:
+    assert main(["config", "show", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in data["settings"]}
+    assert rows["home"]["value"] == str(rune_home)
+    assert rows["home"]["source"] == "env:RUNE_HOME"
+    assert rows["lora_rank"]["help"]
+
+
+def test_config_show_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "lora_rank" in out and "default" in out
+
+
+def test_bad_config_is_one_sentence_without_traceback(rune_home: Path) -> None:
+    rune_home.mkdir(parents=True)
+    (rune_home / "rune.toml").write_text("recall_k = 'x'\n")
+    result = run_rune("config", "show")
+    assert result.returncode == 1
+    assert result.stderr.startswith("rune: ")
+    assert "Traceback" not in result.stderr
+    assert "recall_k" in result.stderr
+    debug = run_rune("--debug", "config", "show")
+    assert "Traceback" in debug.stderr
+
+
+def test_doctor_passes_here(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True
+    names = {c["name"] for c in data["checks"]}
+    assert {"python", "torch", "llama.cpp", "chromadb", "base model", "embedder",
+            "RUNE_HOME"} <= names
+
+
+def test_doctor_reports_unwritable_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("RUNE_HOME", str(blocker / "home"))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] RUNE_HOME" in out
+    assert "set RUNE_HOME" in out
+
+
+def test_doctor_reports_missing_base_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RUNE_BASE_MODEL", str(tmp_path / "nope.gguf"))
+    assert main(["doctor", "--json"]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["base model"]["ok"] is False
+    assert "does not exist" in checks["base model"]["detail"]
