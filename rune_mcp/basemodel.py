@@ -203,7 +203,8 @@ def _derive(info: BaseModelInfo, target: Path, quiet: bool) -> None:
         # The config remembers the GGUF origin; a plain folder must not ask for it again.
         if hasattr(model.config, "quantization_config"):
             delattr(model.config, "quantization_config")
-        model.hf_quantizer = None  # the weights are plain fp32 now; transformers 5 refuses otherwise
+        # The weights are plain fp32 now; transformers 5 refuses to save a "quantized" model.
+        model.hf_quantizer = None  # type: ignore[assignment]
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "rune-derived.json", {
