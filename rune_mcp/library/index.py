@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,11 +276,28 @@ class AdapterIndex:
 
 
 def _evict_embedded(client: Any, path: Path) -> None:
-    """Forget Chroma's cached in-process system for `path` so it is re-read from disk."""
+    """Close the client and drop Chroma's cached in-process system for `path`, so the next
+    client reads the files afresh instead of reusing what this process loaded earlier."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    systems = SharedSystemClient._identifier_to_system
-    for key in [k for k in systems if k == str(path)]:
-        system = systems.pop(key)
+    with contextlib.suppress(Exception):
+        client.close()
+    system = SharedSystemClient._identifier_to_system.pop(str(path), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+    if system is not None:
         with contextlib.suppress(Exception):
             system.stop()
+
+
+_SHARED: dict[tuple[Path, str | None, str], AdapterIndex] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_index(folder: Path, chroma_url: str | None, library_id: str) -> AdapterIndex:
+    """One `AdapterIndex` per index per process: Chroma caches one system per path, so two
+    objects on the same files would reload each other's client from under them."""
+    key = (folder.resolve(), chroma_url, library_id)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = AdapterIndex(folder, chroma_url, library_id)
+        return _SHARED[key]

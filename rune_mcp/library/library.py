@@ -19,7 +19,7 @@ from rune_mcp.config import Settings
 from rune_mcp.errors import AdapterNotFoundError, LibraryError, RuneError, UsageError
 from rune_mcp.fsutil import locked
 from rune_mcp.library.embed import Embedder, get_embedder
-from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable
+from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable, shared_index
 from rune_mcp.library.records import AdapterRecord, Problem, RecallHit
 from rune_mcp.library.store import AdapterStore
 
@@ -29,6 +29,15 @@ ADAPTERS_DIR = "adapters"
 INDEX_DIR = "index"
 LOCK_FILE = "library.lock"
 _EMBED_BATCH = 64
+
+# Aliases: inside the class, `list` is the method `Library.list`.
+Vector = list[float]
+Vectors = list[list[float]]
+Records = list[AdapterRecord]
+Rows = list[tuple[str, float]]
+Hits = list[RecallHit]
+Problems = list[Problem]
+Ids = list[str]
 
 
 class Library:
@@ -53,10 +62,8 @@ class Library:
         return cls(settings, embedder)
 
     def close(self) -> None:
-        """Release the index client (a later call reopens it)."""
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        """Forget this object's handle on the index (the process keeps one shared client)."""
+        self._index = None
 
     def __enter__(self) -> Library:
         return self
@@ -114,7 +121,7 @@ class Library:
         log.info("removed adapter %s", full[:12])
         return full
 
-    def forget_session(self, session_id: str) -> list[str]:
+    def forget_session(self, session_id: str) -> Ids:
         """Remove every adapter learned from `session_id`; return their ids ([] if none)."""
         with self._writing() as index:
             doomed = [r.adapter_id for r in self.store.records() if r.session_id == session_id]
@@ -143,7 +150,7 @@ class Library:
         """
         return self.store.read(self.store.resolve(adapter_id)).verify()
 
-    def list(self, project: str | None = None, limit: int | None = None) -> list[AdapterRecord]:
+    def list(self, project: str | None = None, limit: int | None = None) -> Records:
         """Adapters newest first (manifests only, files not verified), optionally of a project
         (its path or folder name)."""
         records = [
@@ -164,7 +171,7 @@ class Library:
         project: str | None = None,
         min_similarity: float | None = None,
         base_fingerprint: str | None = None,
-    ) -> list[RecallHit]:
+    ) -> Hits:
         """Adapters whose task is most similar to `task`, best first, at most `k`.
 
         Only adapters for the current base model (or `base_fingerprint`) and, when given, for
@@ -197,7 +204,7 @@ class Library:
                 log.warning("recall skips adapter %s: %s", adapter_id[:12], exc)
         return hits[:k]
 
-    def verify(self) -> list[Problem]:
+    def verify(self) -> Problems:
         """Check every adapter's files and the index against the manifests; [] means clean.
 
         Torn or tampered adapters, stray files (a pickle, say) and index records that do not
@@ -233,7 +240,7 @@ class Library:
     def _open_index(self) -> AdapterIndex:
         """The index, opened (under the lock) and usable; a broken one is rebuilt."""
         if self._index is None:
-            self._index = AdapterIndex(
+            self._index = shared_index(
                 self.settings.home / INDEX_DIR,
                 self.settings.chroma_url,
                 self.store.ensure_library_file(),
@@ -274,14 +281,14 @@ class Library:
         if extra or added:
             log.info("repaired the index: %d added, %d removed", added, len(extra))
 
-    def _fill(self, index: AdapterIndex, records: list[AdapterRecord]) -> int:
+    def _fill(self, index: AdapterIndex, records: Records) -> int:
         for start in range(0, len(records), _EMBED_BATCH):
             batch = records[start : start + _EMBED_BATCH]
             vectors = self._embed([r.embed_text for r in batch])
             index.upsert([self._entry(r, v) for r, v in zip(batch, vectors, strict=True)])
         return len(records)
 
-    def _query(self, vector: list[float], k: int, where: dict[str, Any]) -> list[tuple[str, float]]:
+    def _query(self, vector: Vector, k: int, where: dict[str, Any]) -> Rows:
         index = self._reading_index()
         try:
             return index.query(vector, k, where)
@@ -293,7 +300,7 @@ class Library:
                 self._repair(index)
             return index.query(vector, k, where)
 
-    def _index_problems(self) -> list[Problem]:
+    def _index_problems(self) -> Problems:
         place = self.settings.home / INDEX_DIR
         if not self.store.ids() and self._index is None and not place.exists():
             return []
@@ -312,11 +319,11 @@ class Library:
         ]
         return problems
 
-    def _embed(self, texts: list[str]) -> list[list[float]]:
+    def _embed(self, texts: Ids) -> Vectors:
         return self.embedder.embed(texts)
 
     @staticmethod
-    def _entry(record: AdapterRecord, vector: list[float]) -> IndexEntry:
+    def _entry(record: AdapterRecord, vector: Vector) -> IndexEntry:
         return IndexEntry(
             adapter_id=record.adapter_id,
             embedding=vector,

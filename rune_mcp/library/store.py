@@ -134,7 +134,7 @@ class AdapterStore:
         with contextlib.suppress(FileNotFoundError, ValueError, OSError):
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and isinstance(data.get("library_id"), str):
-                return data["library_id"]
+                return str(data["library_id"])
         return ""
 
     def ensure_library_file(self) -> str:
