@@ -95,3 +95,9 @@ def test_with_overrides_validates() -> None:
     assert settings.sources["train_steps"] == "override"
     with pytest.raises(ConfigError):
         load_settings().with_overrides(train_steps=0)
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    missing = [name for name in Settings.model_fields if f"| `{name}` |" not in doc]
+    assert missing == [], f"add these settings to docs/configuration.md: {missing}"
