@@ -1,0 +1,312 @@
+"""Claude Code session transcripts (`~/.claude/projects/<escaped cwd>/<session>.jsonl`).
+
+Each line is one event; the conversation is a tree through `parentUuid`. The branch that was
+kept is the path from the last line back to the root, bridging compactions through
+`logicalParentUuid`; parallel tool calls hang off that path as siblings, so lines sharing an
+API `message.id` with the path, and tool results answering calls on it, are kept too. One API
+message is split over several lines that share `message.id`; their blocks are merged with
+duplicates removed. Subagents appear either inline (`isSidechain` chains, older versions) or
+as `<session>/subagents/agent-*.jsonl` files; both become nested trajectories. Compaction
+(`agent-acompact-*`, compact summaries) is noise and is skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.capture.base import Builder, as_text, decode, read_jsonl
+from rune_mcp.capture.budget import image_note
+from rune_mcp.errors import ParseError
+from rune_mcp.trajectory import Trajectory
+
+FORMAT = "claude-code"
+SKIPPED_TYPES = frozenset(
+    {"summary", "system", "progress", "file-history-snapshot", "queue-operation",
+     "attachment", "permission-mode", "custom-title", "ai-title", "last-prompt",
+     "agent-name", "tag", "pr-link"}
+)
+_COMMAND = re.compile(r"<command-name>\s*(.*?)\s*</command-name>", re.DOTALL)
+_ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.DOTALL)
+# User-role text the client injected rather than the person typed.
+_INJECTED = ("<local-command-stdout>", "<local-command-stderr>", "<local-command-caveat>",
+             "<system-reminder>", "<task-notification>", "<user-prompt-submit-hook>",
+             "[Request interrupted", "<bash-stdout>", "<bash-stderr>")
+
+
+def looks_like(records: list[dict[str, Any]]) -> bool:
+    """Detection: Claude Code lines carry `uuid`/`parentUuid`/`sessionId` or its line types."""
+    hits = 0
+    for rec in records:
+        if "parentUuid" in rec or "sessionId" in rec or "leafUuid" in rec or rec.get(
+            "type"
+        ) in ("file-history-snapshot", "queue-operation", "progress"):
+            hits += 1
+    return hits > 0 and hits * 2 >= len(records)
+
+
+def parse(text: str, name: str, source: Path | None = None) -> Trajectory:
+    stats: Counter[str] = Counter()
+    records = _dedupe(list(read_jsonl(text, stats)), stats)
+    main = [r for r in records if not r.get("isSidechain")]
+    side = [r for r in records if r.get("isSidechain")]
+    if not any(r.get("type") in ("user", "assistant") for r in main):
+        main, side = side, []  # a subagent file read on its own: everything is a sidechain
+    builder = Builder(FORMAT, name, agent="claude-code")
+    builder.stats.update(stats)
+    _count_other_types(records, builder.stats)
+    _emit(builder, _kept(main, builder.stats))
+    subagents = _inline_subagents(side, name, builder.stats)
+    if source is not None:
+        subagents += _file_subagents(source, builder.stats)
+    builder.stats["subagents"] = len(subagents)
+    return builder.finish(subagents)
+
+
+def _count_other_types(records: list[dict[str, Any]], stats: Counter[str]) -> None:
+    """Lines that are not conversation: known noise is counted as skipped, the rest unknown."""
+    for rec in records:
+        kind = rec.get("type")
+        if kind in ("user", "assistant"):
+            continue
+        key = f"skipped:{kind}" if kind in SKIPPED_TYPES else f"unknown:{kind}"
+        stats[key[:80]] += 1
+
+
+def _dedupe(records: list[dict[str, Any]], stats: Counter[str]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for rec in records:
+        uuid = rec.get("uuid")
+        if isinstance(uuid, str):
+            if uuid in seen:
+                stats["duplicate_lines"] += 1
+                continue
+            seen.add(uuid)
+        out.append(rec)
+    return out
+
+
+def _message(rec: dict[str, Any]) -> dict[str, Any]:
+    msg = rec.get("message")
+    return msg if isinstance(msg, dict) else {}
+
+
+def _blocks(rec: dict[str, Any]) -> list[Any]:
+    content = _message(rec).get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return content if isinstance(content, list) else []
+
+
+def _kept(records: list[dict[str, Any]], stats: Counter[str]) -> list[dict[str, Any]]:
+    """The records on the kept branch, in file order (see the module docstring)."""
+    by_uuid = {r["uuid"]: r for r in records if isinstance(r.get("uuid"), str)}
+    chat = [r for r in records if r.get("type") in ("user", "assistant", "system")
+            and isinstance(r.get("uuid"), str)]
+    if not chat:
+        return [r for r in records if r.get("type") in ("user", "assistant")]
+    path: set[str] = set()
+    cur: dict[str, Any] | None = chat[-1]
+    while cur is not None and cur["uuid"] not in path:
+        path.add(cur["uuid"])
+        parent = cur.get("parentUuid") or cur.get("logicalParentUuid")
+        cur = by_uuid.get(parent) if isinstance(parent, str) else None
+    message_ids = {_message(r).get("id") for r in records if r.get("uuid") in path}
+    message_ids.discard(None)
+    call_ids: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for rec in records:
+        on_path = rec.get("uuid") in path or (
+            rec.get("type") == "assistant" and _message(rec).get("id") in message_ids
+        )
+        if rec.get("type") == "assistant" and on_path:
+            call_ids.update(str(b.get("id")) for b in _blocks(rec)
+                            if isinstance(b, dict) and b.get("type") == "tool_use")
+        if not on_path and rec.get("type") == "user":
+            on_path = any(isinstance(b, dict) and b.get("tool_use_id") in call_ids
+                          for b in _blocks(rec))
+        if on_path or not isinstance(rec.get("uuid"), str):
+            kept.append(rec)
+        elif rec.get("type") in ("user", "assistant"):
+            stats["off_branch_lines"] += 1
+    return kept
+
+
+def _emit(builder: Builder, records: list[dict[str, Any]]) -> None:
+    seen_blocks: set[tuple[Any, ...]] = set()
+    pending_command = False
+    for rec in records:
+        kind = rec.get("type")
+        if builder.session_id is None and isinstance(rec.get("sessionId"), str):
+            builder.session_id = rec["sessionId"]
+        if builder.project is None and isinstance(rec.get("cwd"), str):
+            builder.project = rec["cwd"]
+        if kind == "assistant":
+            _assistant(builder, rec, seen_blocks)
+        elif kind == "user":
+            pending_command = _user(builder, rec, pending_command)
+
+
+def _assistant(builder: Builder, rec: dict[str, Any], seen: set[tuple[Any, ...]]) -> None:
+    ts = rec.get("timestamp")
+    msg_id = _message(rec).get("id") or rec.get("uuid")
+    for block in _blocks(rec):
+        if not isinstance(block, dict):
+            builder.stats["bad_blocks"] += 1
+            continue
+        btype = block.get("type")
+        sig = (msg_id, btype, block.get("id") or str(block.get("text") or block.get("thinking")))
+        if sig in seen:
+            builder.stats["merged_blocks"] += 1
+            continue
+        seen.add(sig)
+        if btype == "text":
+            builder.assistant(as_text(block.get("text")), ts)
+        elif btype == "thinking":
+            builder.thinking(as_text(block.get("thinking")), ts)
+        elif btype in ("tool_use", "server_tool_use"):
+            builder.tool_call(str(block.get("name") or "unknown"), _str(block.get("id")),
+                              block.get("input"), ts)
+        elif btype != "redacted_thinking":
+            builder.stats[f"unknown_block:{btype}"[:80]] += 1
+
+
+def _user(builder: Builder, rec: dict[str, Any], pending_command: bool) -> bool:
+    """Handle one user line; returns whether a slash command still waits for its prompt."""
+    ts = rec.get("timestamp")
+    meta = bool(rec.get("isMeta"))
+    if rec.get("isCompactSummary") or rec.get("isVisibleInTranscriptOnly"):
+        builder.stats["skipped_compaction"] += 1
+        return pending_command
+    for block in _blocks(rec):
+        if not isinstance(block, dict):
+            builder.stats["bad_blocks"] += 1
+            continue
+        btype = block.get("type")
+        if btype == "tool_result":
+            _tool_result(builder, rec, block, ts)
+        elif btype == "text":
+            text = as_text(block.get("text"))
+            if meta:
+                builder.stats["skipped_meta"] += 1
+                if pending_command:
+                    builder.fallback_task(text)  # the prompt a slash command expanded to
+                continue
+            pending_command = _user_text(builder, text, ts)
+        elif btype == "image":
+            source = block.get("source")
+            media = source.get("media_type") if isinstance(source, dict) else None
+            builder.user(image_note(media, builder.stats), ts, request=False)
+        else:
+            builder.stats[f"unknown_block:{btype}"[:80]] += 1
+    return pending_command
+
+
+def _user_text(builder: Builder, text: str, ts: Any) -> bool:
+    command = _COMMAND.search(text)
+    if command:
+        args_match = _ARGS.search(text)
+        args = args_match.group(1).strip() if args_match else ""
+        builder.user(f"{command.group(1)} {args}".strip(), ts, request=False)
+        if args:
+            builder.user_request_text(args)
+        return not args
+    stripped = text.lstrip()
+    if stripped.startswith(_INJECTED):
+        builder.stats["skipped_injected"] += 1
+        return False
+    builder.user(text, ts)
+    return False
+
+
+def _tool_result(builder: Builder, rec: dict[str, Any], block: dict[str, Any], ts: Any) -> None:
+    content = block.get("content")
+    parts: list[str] = []
+    if isinstance(content, list):
+        for item in content:
+            if isinstance(item, dict) and item.get("type") == "image":
+                source = item.get("source")
+                media = source.get("media_type") if isinstance(source, dict) else None
+                parts.append(image_note(media, builder.stats))
+            else:
+                parts.append(as_text([item]))
+    else:
+        parts.append(as_text(content))
+    output = "\n".join(p for p in parts if p)
+    extra = rec.get("toolUseResult")
+    is_error = block.get("is_error") is True
+    if not output:
+        if isinstance(extra, str):  # on errors the client stores a plain string
+            output = extra
+        elif isinstance(extra, dict):
+            output = "\n".join(as_text(extra.get(k)) for k in ("stdout", "stderr")
+                               if extra.get(k))
+    if isinstance(extra, str) and extra.startswith("Error"):
+        is_error = True
+    builder.tool_result(_str(block.get("tool_use_id")), output, is_error, ts)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _inline_subagents(records: list[dict[str, Any]], name: str,
+                      stats: Counter[str]) -> list[Trajectory]:
+    """Older transcripts keep each Task subagent inline as an `isSidechain` chain."""
+    if not records:
+        return []
+    by_uuid = {r["uuid"]: r for r in records if isinstance(r.get("uuid"), str)}
+    root_of: dict[str, str] = {}
+
+    def root(rec: dict[str, Any]) -> str:
+        seen: list[str] = []
+        cur = rec
+        while True:
+            uid = cur.get("uuid")
+            if not isinstance(uid, str) or uid in seen:
+                break
+            if uid in root_of:
+                return root_of[uid]
+            seen.append(uid)
+            parent = cur.get("parentUuid")
+            if not isinstance(parent, str) or parent not in by_uuid:
+                break
+            cur = by_uuid[parent]
+        top = seen[-1] if seen else ""
+        for uid in seen:
+            root_of[uid] = top
+        return top
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault(root(rec), []).append(rec)
+    subs = []
+    for i, group in enumerate(groups.values()):
+        sub = Builder(FORMAT, f"{name} (subagent {i + 1})", agent="claude-code")
+        group = [r for r in group if r.get("type") in ("user", "assistant", "system")]
+        _emit(sub, _kept(group, sub.stats))
+        try:
+            subs.append(sub.finish())
+        except ParseError:
+            stats["subagents_without_task"] += 1
+    return subs
+
+
+def _file_subagents(source: Path, stats: Counter[str]) -> list[Trajectory]:
+    folder = source.with_suffix("") / "subagents"
+    if not folder.is_dir():
+        return []
+    subs = []
+    for path in sorted(folder.glob("*.jsonl")):
+        if path.name.startswith("agent-acompact"):
+            stats["skipped_compaction_agents"] += 1
+            continue
+        try:
+            text = decode(path.read_bytes(), Counter())
+            subs.append(parse(text, str(path)))
+        except (ParseError, OSError):
+            stats["subagents_unreadable"] += 1
+    return subs
