@@ -162,3 +162,18 @@ def test_unknown_schema_version_is_a_clear_error(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(LibraryError, match="schema version 99"):
         _db(tmp_path)
+
+
+def test_rewrite_that_changes_only_later_bytes_reads_again(tmp_path: Path) -> None:
+    """The first kilobyte alone does not prove continuity: the bytes before the offset must
+    match too."""
+    log = tmp_path / "a.jsonl"
+    tailer, got = Tailer(_db(tmp_path)), Collect()
+    header = b"h" * 1500 + b"\n"
+    _append(log, header + b"old\n")
+    tailer.poll(log, got)
+    with log.open("r+b") as handle:
+        handle.truncate(0)
+    _append(log, header + b"new\nmore\n")
+    tailer.poll(log, got)
+    assert got.lines == [header[:-1], b"old", header[:-1], b"new", b"more"]
