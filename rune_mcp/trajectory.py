@@ -102,6 +102,7 @@ class Trajectory:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["subagents"] = [sub.to_dict() for sub in self.subagents]
         data["format_version"] = FORMAT_VERSION
         return data
 
@@ -117,7 +118,11 @@ class Trajectory:
                 f"version {FORMAT_VERSION}); upgrade Rune or parse the transcript again."
             )
         body = {k: v for k, v in data.items() if k != "format_version"}
-        body["steps"] = [Step(**s) for s in body.get("steps", [])]
-        body["episodes"] = [Episode(**e) for e in body.get("episodes", [])]
-        body["subagents"] = [cls.from_dict(s) for s in body.get("subagents", [])]
-        return cls(**body)
+        try:
+            body["steps"] = [Step(**s) for s in body.get("steps", [])]
+            body["episodes"] = [Episode(**e) for e in body.get("episodes", [])]
+            body["subagents"] = [cls.from_dict(s) for s in body.get("subagents", [])]
+            return cls(**body)
+        except TypeError as exc:
+            raise ParseError(f"trajectory JSON has a missing or unknown field ({exc}); "
+                             "parse the transcript again.") from None

@@ -49,10 +49,15 @@ def parse(text: str, name: str, source: Path | None = None) -> Trajectory:
 
 def _read_run(builder: Builder, lines: list[str]) -> None:
     kind, block = "", list[str]()
+    fenced = False  # inside a code fence every line is the assistant's
     for line in lines:
-        if line.startswith("#### "):
+        if kind == "assistant" and line.startswith("```"):
+            fenced = not fenced
+        if fenced or line.startswith(">>>>>>>"):
+            new = "assistant"
+        elif line.startswith("#### "):
             new = "user"
-        elif line.startswith(">"):
+        elif line.startswith("> ") or line == ">":
             new = "tool"
         elif kind in ("user", "tool") and not line.strip():
             continue  # a blank line closes nothing
