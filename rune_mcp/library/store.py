@@ -32,6 +32,8 @@ from rune_mcp.library.manifest import (
     build_manifest,
     check_files,
     check_version,
+    compute_id,
+    flat_fields,
     normalize_meta,
     read_manifest,
 )
@@ -102,7 +104,8 @@ def check_sources(peft_dir: Path, gguf_file: Path | None) -> None:
         raise LibraryError(f"{peft_dir / PEFT_CONFIG} is not a PEFT adapter config.")
     if gguf_file is not None:
         try:
-            magic = gguf_file.open("rb").read(4)
+            with gguf_file.open("rb") as handle:
+                magic = handle.read(4)
         except OSError as exc:
             raise LibraryError(f"cannot read the GGUF file {gguf_file} ({exc}).") from exc
         if magic != b"GGUF":
@@ -182,7 +185,13 @@ class AdapterStore:
         folder = self.root / adapter_id
         if not folder.is_dir():
             raise AdapterNotFoundError(f"no adapter has the id {adapter_id!r}; {_FIND_IDS}.")
-        return AdapterRecord(adapter_id, folder, read_manifest(folder))
+        manifest = read_manifest(folder)
+        if compute_id(manifest["files"], flat_fields(manifest)) != adapter_id:
+            raise LibraryError(
+                f"the manifest of adapter {adapter_id[:12]} was edited (it no longer hashes to "
+                "its id); it will not be used: remove it with `rune adapters rm`."
+            )
+        return AdapterRecord(adapter_id, folder, manifest)
 
     def records(self) -> Iterator[AdapterRecord]:
         """Every adapter with a readable manifest; unreadable ones are logged and skipped."""

@@ -17,6 +17,9 @@ import numpy as np
 
 TINY_TARGETS = ("q_proj", "v_proj")
 FAKE_BASE = "0" * 63 + "1"  # a base fingerprint no real model has
+# peft calls a transformers method that transformers 5 renamed; tests loading PEFT models
+# mark themselves with `@pytest.mark.filterwarnings(PEFT_WARNING)`.
+PEFT_WARNING = "ignore:.*is_gradient_checkpointing:FutureWarning"
 
 
 def tiny_llama(seed: int = 0) -> Any:
@@ -50,7 +53,7 @@ def make_peft_adapter(
     )
     torch.manual_seed(seed)
     with warnings.catch_warnings():
-        # peft calls a transformers method that transformers 5 has renamed.
+        # peft calls a transformers method that transformers 5 has renamed (PEFT_WARNING).
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         peft_model = get_peft_model(model, config)
     peft_model.save_pretrained(str(out), safe_serialization=True)
