@@ -362,7 +362,16 @@ def build_server(
     _add_forget(server, rune)
     _add_status(server, rune)
     _add_resources(server, rune)
+    for tool in server._tool_manager.list_tools():
+        # The SDK decodes any string argument that looks like JSON when the parameter is not
+        # plain `str` (so `str | None` too): a transcript passed as `text` would arrive as a
+        # dict. None of Rune's parameters takes a list or an object, so turn that off.
+        object.__setattr__(tool.fn_metadata, "pre_parse_json", _keep_arguments)
     return server
+
+
+def _keep_arguments(data: dict[str, Any]) -> dict[str, Any]:
+    return data
 
 
 async def _in_thread(fn: Callable[[], Any]) -> Any:
