@@ -254,7 +254,7 @@ def sources_for(settings: Settings) -> list[Source]:
 
 def wanted(settings: Settings, match: Match) -> bool:
     """Subagent and compaction transcripts only when the settings ask for them."""
-    return match.kind == "main" or settings.watch_subagents
+    return match.kind in ("main", "database") or settings.watch_subagents
 
 
 # --- sessions --------------------------------------------------------------------------
