@@ -1,0 +1,641 @@
+"""`rune bench make-dataset`: fictional projects, their sessions, and probes of what was learned.
+
+Whether an adapter remembers a session can only be measured on knowledge that exists nowhere
+else. This generator invents projects whose conventions differ from what a model would guess
+(see `rune_mcp.bench.quirks`), writes the sessions in which an agent learns them through
+attempt -> error -> fix, as Claude Code JSONL transcripts with the noise real ones carry
+(progress lines, assistant messages split over lines, thinking, long tool output, unrelated
+steps), and writes probes (`probes.jsonl`) that ask for the same knowledge in other words,
+plus general-knowledge control probes. Later sessions of a project build on earlier ones:
+they use what was learned before without error. Same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.bench.quirks import KINDS, Call, Project, Quirk, bash, edit, passing, read
+from rune_mcp.config import Settings
+from rune_mcp.errors import UsageError
+from rune_mcp.fsutil import atomic_write_text
+
+DATASET_VERSION = 1
+QUIRKS_PER_PROJECT = 6
+_HEADS = [
+    "tarn",
+    "quill",
+    "bore",
+    "ostra",
+    "vel",
+    "mira",
+    "kest",
+    "lumo",
+    "dras",
+    "fen",
+    "cor",
+    "yar",
+    "pell",
+    "skal",
+    "vint",
+    "zeph",
+    "orla",
+    "brisk",
+]
+_TAILS = ["well", "mark", "byte", "forge", "dock", "loom", "gate", "wick", "fold", "spire"]
+_ENTITIES = [
+    "invoices",
+    "shipments",
+    "readings",
+    "tickets",
+    "subscriptions",
+    "payouts",
+    "bookings",
+    "articles",
+    "claims",
+    "orders",
+    "parcels",
+    "leases",
+]
+_TASKS = [
+    "Add a nightly job that archives old {e}",
+    "Add an endpoint that lists overdue {e}",
+    "Write an importer for {e} from the partner feed",
+    "Add a monthly report of {e}",
+    "Add a cleanup of duplicate {e}",
+    "Expose {e} totals to the admin dashboard",
+]
+BASH_ONLY_NOISE = ("status", "log", "ls", "long_tests")
+
+# General-knowledge controls: (question, prefix, answer, distractors). An adapter must not
+# hurt these; they have no source session.
+GENERAL = [
+    ("Which Python keyword defines a function?", "The keyword is `", "def`", ("func`", "function`", "fn`")),
+    ("What is the length of the Python list [4, 5, 6]?", "The length is ", "3", ("2", "4", "6")),
+    ("Which git command shows the commit history?", "Use `git ", "log`", ("history`", "commits`", "past`")),
+    ("Which HTTP status code means Not Found?", "The status code is ", "404", ("200", "500", "301")),
+    ("Which shell command lists the files in a directory?", "Use `", "ls`", ("cd`", "rm`", "mv`")),
+    (
+        "Which Python built-in converts a string to an integer?",
+        "Use `",
+        "int()`",
+        ("str()`", "chr()`", "ord()`"),
+    ),
+    ("What is the capital of France?", "The capital of France is ", "Paris", ("Berlin", "Madrid", "Rome")),
+    ("How does a comment line start in Python?", "It starts with `", "#`", ("//`", "--`", ";`")),
+    (
+        "Which file lists a Node.js project's dependencies?",
+        "It is `",
+        "package.json`",
+        ("setup.py`", "Cargo.toml`", "go.mod`"),
+    ),
+    ("Which SQL statement reads rows from a table?", "Use `", "SELECT`", ("INSERT`", "DELETE`", "DROP`")),
+    ("What does the Python expression 2 ** 3 evaluate to?", "It evaluates to ", "8", ("6", "9", "5")),
+    (
+        "Which Python method adds an item to the end of a list?",
+        "Use `list.",
+        "append()`",
+        ("push()`", "add()`", "insert_end()`"),
+    ),
+    ("How many bits are in a byte?", "A byte has ", "8 bits", ("4 bits", "16 bits", "10 bits")),
+    (
+        "Which command installs a Python package from PyPI?",
+        "Run `",
+        "pip install`",
+        ("npm install`", "apt get`", "cargo add`"),
+    ),
+    ("What is the boolean opposite of True in Python?", "It is `", "False`", ("None`", "0`", "Nil`")),
+    (
+        "Which git command creates a new commit from staged changes?",
+        "Use `git ",
+        "commit`",
+        ("push`", "stage`", "save`"),
+    ),
+]
+
+
+# --- projects and sessions ----------------------------------------------------------------------
+
+
+def make_project(rng: random.Random, used: set[str]) -> Project:
+    while True:
+        head, tail = rng.choice(_HEADS), rng.choice(_TAILS)
+        if head + tail not in used:
+            break
+    used.add(head + tail)
+    name = f"{head}{tail}"
+    entity, other = rng.sample(_ENTITIES, 2)
+    return Project(
+        name=name,
+        pkg=name,
+        cli=f"{head}ctl",
+        cwd=f"/home/dev/src/{name}",
+        cfg=f"{name}.toml",
+        entity=entity,
+        other=other,
+    )
+
+
+def plan_quirks(rng: random.Random, proj: Project, kinds: list[str]) -> tuple[Project, list[Quirk]]:
+    """Quirks in teaching order; the test command comes first so later steps can use it."""
+    kinds = sorted(kinds, key=lambda k: k != "test_command")
+    quirks: list[Quirk] = []
+    for kind in kinds:
+        quirk = KINDS[kind](proj, rng)
+        if quirk.test_cmd:
+            proj = dataclasses.replace(proj, test_cmd=quirk.test_cmd)
+        quirks.append(quirk)
+    return proj, quirks
+
+
+def group_sessions(quirks: list[Quirk], per_session: int = 2) -> list[list[Quirk]]:
+    """Two quirks a session; a session teaching the test command pairs it only with command-line
+    quirks, because an edit after its fix would read as the fix of that episode."""
+    rest = list(quirks)
+    groups: list[list[Quirk]] = []
+    while rest:
+        head = rest.pop(0)
+        group = [head]
+        for q in list(rest):
+            if len(group) >= per_session:
+                break
+            if head.kind != "test_command" or q.bash_only:
+                group.append(q)
+                rest.remove(q)
+        groups.append(group)
+    return groups
+
+
+def session_task(rng: random.Random, proj: Project, group: list[Quirk], previous: str | None) -> str:
+    task = rng.choice(_TASKS).format(e=proj.entity)
+    needs = " and ".join(q.topic for q in group)
+    text = f"{task} in {proj.name}. Along the way you will need to {needs}."
+    if previous:
+        text += f" This builds on the earlier session: {previous[0].lower()}{previous[1:]}"
+    return text
+
+
+def noise_calls(rng: random.Random, proj: Project, allow_edits: bool) -> list[Call]:
+    """Unrelated steps: looking around, git, a long passing test run, a changelog edit."""
+    pool = list(BASH_ONLY_NOISE) + (["changelog"] if allow_edits else [])
+    out: list[Call] = []
+    for kind in rng.sample(pool, rng.randint(1, 3)):
+        if kind == "status":
+            out.append(
+                bash(
+                    "git status --short",
+                    f" M {proj.cfg}\n?? notes.txt",
+                    text="Checking the working tree.",
+                    description="Show changes",
+                )
+            )
+        elif kind == "log":
+            out.append(
+                bash(
+                    "git log --oneline -5",
+                    "\n".join(
+                        f"{rng.getrandbits(28):07x} {m}"
+                        for m in ("fix typo", "bump deps", "add report", "refactor web", "initial")
+                    ),
+                    description="Recent commits",
+                )
+            )
+        elif kind == "ls":
+            readme = "\n".join(
+                [
+                    f"# {proj.name}",
+                    "",
+                    f"Service for {proj.entity} and {proj.other}.",
+                    *(f"- module {i}: {proj.entity} helpers" for i in range(rng.randint(20, 60))),
+                ]
+            )
+            out.append(read(proj, "README.md", readme, "Let me get oriented."))
+        elif kind == "long_tests":
+            out.append(
+                bash(
+                    proj.test_cmd,
+                    passing(proj, rng, rng.randint(120, 260)),
+                    text="Baseline test run.",
+                    description="Run the test suite",
+                )
+            )
+        else:
+            out.append(
+                edit(
+                    proj,
+                    "CHANGELOG.md",
+                    "## Unreleased\n",
+                    f"## Unreleased\n- {proj.entity}: housekeeping\n",
+                    "Noting it in the changelog.",
+                )
+            )
+    return out
+
+
+# --- Claude Code JSONL ---------------------------------------------------------------------------
+
+
+class Transcript:
+    """Writes one Claude Code session: a parentUuid chain with the line shapes of 2.1.x."""
+
+    def __init__(self, rng: random.Random, session_id: str, cwd: str, start: datetime) -> None:
+        self.rng, self.session_id, self.cwd, self.clock = rng, session_id, cwd, start
+        self.lines: list[dict[str, Any]] = []
+        self.parent: str | None = None
+
+    def _id(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _stamp(self) -> str:
+        self.clock += timedelta(milliseconds=self.rng.randint(300, 9000))
+        return self.clock.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.clock.microsecond // 1000:03d}Z"
+
+    def _base(self, kind: str, parent: str | None) -> dict[str, Any]:
+        return {
+            "parentUuid": parent,
+            "isSidechain": False,
+            "userType": "external",
+            "cwd": self.cwd,
+            "sessionId": self.session_id,
+            "version": "2.1.39",
+            "gitBranch": "main",
+            "type": kind,
+            "uuid": self._id(),
+            "timestamp": self._stamp(),
+        }
+
+    def _chain(self, line: dict[str, Any]) -> str:
+        self.lines.append(line)
+        self.parent = str(line["uuid"])
+        return self.parent
+
+    def user(self, text: str) -> None:
+        line = self._base("user", self.parent)
+        line["message"] = {"role": "user", "content": text}
+        line["permissionMode"] = "default"
+        self._chain(line)
+        self.lines.append(
+            {
+                "type": "file-history-snapshot",
+                "messageId": line["uuid"],
+                "snapshot": {
+                    "messageId": line["uuid"],
+                    "trackedFileBackups": {},
+                    "timestamp": line["timestamp"],
+                },
+                "isSnapshotUpdate": False,
+            }
+        )
+
+    def assistant(self, blocks: list[dict[str, Any]]) -> None:
+        """One API message, one line per block, all sharing `message.id`."""
+        msg_id = f"msg_01{self.rng.getrandbits(100):025x}"
+        request = f"req_011{self.rng.getrandbits(100):025x}"
+        for i, block in enumerate(blocks):
+            last = i == len(blocks) - 1
+            stop = ("tool_use" if block["type"] == "tool_use" else "end_turn") if last else None
+            line = self._base("assistant", self.parent)
+            line["message"] = {
+                "model": "claude-opus-4-6",
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "content": [block],
+                "stop_reason": stop,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": 3,
+                    "output_tokens": self.rng.randint(10, 900),
+                    "cache_read_input_tokens": self.rng.randint(1000, 60000),
+                },
+            }
+            line["requestId"] = request
+            self._chain(line)
+
+    def call(self, call: Call) -> None:
+        blocks: list[dict[str, Any]] = []
+        if call.thinking:
+            blocks.append({"type": "thinking", "thinking": call.thinking, "signature": "sig" * 20})
+        if call.text:
+            blocks.append({"type": "text", "text": call.text})
+        tool_id = f"toolu_01{self.rng.getrandbits(100):025x}"
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": tool_id,
+                "name": call.tool,
+                "input": call.input,
+                "caller": {"type": "direct"},
+            }
+        )
+        self.assistant(blocks)
+        use_uuid = self.parent
+        if call.tool == "Bash":
+            self._progress(call, tool_id)
+        result = self._base("user", use_uuid)
+        content = call.output
+        if call.is_error and not content.startswith("Exit code"):
+            content = f"Exit code 1\n{content}"
+        result["message"] = {
+            "role": "user",
+            "content": [
+                {
+                    "tool_use_id": tool_id,
+                    "type": "tool_result",
+                    "content": content,
+                    **({"is_error": True} if call.is_error else {}),
+                }
+            ],
+        }
+        result["toolUseResult"] = self._tool_result(call, content)
+        result["sourceToolAssistantUUID"] = use_uuid
+        self._chain(result)
+
+    def _progress(self, call: Call, tool_id: str) -> None:
+        """bash_progress lines: partial output, hanging off the tool call (not on the chain)."""
+        lines = call.output.splitlines()
+        for k in range(1, min(4, len(lines) // 8 + 1) + 1):
+            line = self._base("progress", self.parent)
+            line["data"] = {
+                "type": "bash_progress",
+                "output": "\n".join(lines[: k * max(1, len(lines) // 4)]),
+                "fullOutput": "\n".join(lines[: k * max(1, len(lines) // 4)]),
+                "elapsedTimeSeconds": k,
+                "totalLines": len(lines),
+            }
+            line["toolUseID"] = f"bash-progress-{k - 1}"
+            line["parentToolUseID"] = tool_id
+            self.lines.append(line)
+
+    def _tool_result(self, call: Call, content: str) -> Any:
+        path = call.input.get("file_path")
+        if call.is_error:
+            return f"Error: {content}"
+        if call.tool == "Bash":
+            return {"stdout": call.output, "stderr": "", "interrupted": False, "isImage": False}
+        if call.tool == "Read":
+            raw = "\n".join(ln.split("\u2192", 1)[-1] for ln in call.output.splitlines())
+            n = raw.count("\n") + 1
+            return {
+                "type": "text",
+                "file": {"filePath": path, "content": raw, "numLines": n, "startLine": 1, "totalLines": n},
+            }
+        if call.tool == "Edit":
+            return {
+                "filePath": path,
+                "oldString": call.input["old_string"],
+                "newString": call.input["new_string"],
+                "originalFile": None,
+                "structuredPatch": [],
+                "userModified": False,
+                "replaceAll": False,
+            }
+        if call.tool == "Write":
+            return {
+                "type": "create",
+                "filePath": path,
+                "content": call.input["content"],
+                "structuredPatch": [],
+            }
+        return {"mode": "content", "numFiles": 1, "content": call.output, "filenames": [path] if path else []}
+
+    def finish(self, text: str) -> None:
+        self.assistant([{"type": "text", "text": text}])
+        line = self._base("system", self.parent)
+        line.update(
+            {"subtype": "turn_duration", "durationMs": self.rng.randint(20000, 400000), "isMeta": False}
+        )
+        self.lines.append(line)
+
+    def jsonl(self) -> str:
+        return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in self.lines)
+
+
+def render_session(
+    rng: random.Random,
+    proj: Project,
+    session_id: str,
+    task: str,
+    group: list[Quirk],
+    known: list[Quirk],
+    start: datetime,
+) -> str:
+    """A session: task, noise, what earlier sessions taught (done right), the new quirks."""
+    tr = Transcript(rng, session_id, proj.cwd, start)
+    tr.user(task)
+    edits_ok = not any(q.kind == "test_command" for q in group)
+    for call in noise_calls(rng, proj, edits_ok):
+        tr.call(call)
+    if known and edits_ok:
+        for call in rng.choice(known).clean:
+            tr.call(call)
+    for i, quirk in enumerate(group):
+        for call in quirk.calls:
+            tr.call(call)
+        if i < len(group) - 1:
+            for call in noise_calls(rng, proj, allow_edits=False):
+                tr.call(call)
+    tr.call(
+        bash(
+            f'git add -A && git commit -m "{proj.entity}: {group[0].topic}"',
+            f"[main {rng.getrandbits(28):07x}] {proj.entity}: {group[0].topic}\n 3 files changed",
+            text="Committing.",
+            description="Commit",
+        )
+    )
+    tr.finish("Done. " + " ".join(f"Note: {q.knowledge}." for q in group))
+    return tr.jsonl()
+
+
+# --- probes ------------------------------------------------------------------------------------
+
+
+def probe_record(
+    rng: random.Random,
+    pid: str,
+    task: str,
+    question: str,
+    prefix: str,
+    answer: str,
+    distractors: tuple[str, ...],
+    source: str | None,
+    project: str | None,
+) -> dict[str, Any]:
+    choices = [answer, *dict.fromkeys(d for d in distractors if d != answer)]
+    rng.shuffle(choices)
+    content = f"I'm working in the {project} repository. {question}" if project else question
+    return {
+        "id": pid,
+        "task": task,
+        "messages": [{"role": "user", "content": content}],
+        "prefix": prefix,
+        "choices": choices,
+        "answer": choices.index(answer),
+        "source_session": source,
+    }
+
+
+def validate_probe(probe: dict[str, Any]) -> None:
+    """Raise UsageError unless `probe` has the benchmark's probe shape."""
+    keys = {"id", "task", "messages", "prefix", "choices", "answer", "source_session"}
+    if set(probe) != keys:
+        raise UsageError(f"probe {probe.get('id')!r} has keys {sorted(probe)}; expected {sorted(keys)}.")
+    choices = probe["choices"]
+    if not (
+        isinstance(choices, list)
+        and len(choices) >= 2
+        and all(isinstance(c, str) and c for c in choices)
+        and len(set(choices)) == len(choices)
+    ):
+        raise UsageError(f"probe {probe['id']!r} needs two or more distinct non-empty choices.")
+    if not isinstance(probe["answer"], int) or not 0 <= probe["answer"] < len(choices):
+        raise UsageError(f"probe {probe['id']!r} has answer {probe['answer']!r} outside its choices.")
+    messages = probe["messages"]
+    if not (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict)
+            and m.get("role") in ("user", "assistant", "system")
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    ):
+        raise UsageError(f"probe {probe['id']!r} needs messages with a role and string content.")
+    if not isinstance(probe["prefix"], str) or not isinstance(probe["task"], str):
+        raise UsageError(f"probe {probe['id']!r} needs string task and prefix.")
+    if probe["source_session"] is not None and not isinstance(probe["source_session"], str):
+        raise UsageError(f"probe {probe['id']!r} has a source_session that is neither a name nor null.")
+
+
+def load_probes(path: Path) -> list[dict[str, Any]]:
+    """Read and validate a probes JSONL file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read probes file {path} ({exc.strerror}); give a probes JSONL file."
+        ) from exc
+    probes = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            probe = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{path} line {n} is not JSON ({exc}); one probe per line.") from exc
+        if not isinstance(probe, dict):
+            raise UsageError(f"{path} line {n} is not a JSON object; one probe per line.")
+        validate_probe(probe)
+        probes.append(probe)
+    if not probes:
+        raise UsageError(f"{path} holds no probes; generate some with `rune bench make-dataset`.")
+    return probes
+
+
+# --- the generator -------------------------------------------------------------------------------
+
+
+def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> dict[str, Any]:
+    """Write `out/sessions/*.jsonl`, `out/probes.jsonl` and `out/dataset.json`; returns the
+    manifest. Every random choice comes from one `random.Random(seed)`."""
+    if projects < 2:
+        raise UsageError(
+            "--projects must be at least 2 (the mismatched-adapter control needs another project)."
+        )
+    rng = random.Random(seed)
+    kinds = list(KINDS)
+    rng.shuffle(kinds)
+    used: set[str] = set()
+    start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC) + timedelta(days=seed % 97)
+    sessions: list[dict[str, Any]] = []
+    probes: list[dict[str, Any]] = []
+    files: dict[str, str] = {}
+    for p in range(projects):
+        picked = [kinds[(p * QUIRKS_PER_PROJECT + i) % len(kinds)] for i in range(QUIRKS_PER_PROJECT)]
+        proj, quirks = plan_quirks(rng, make_project(rng, used), picked)
+        known: list[Quirk] = []
+        previous: tuple[str, str] | None = None
+        for s, group in enumerate(group_sessions(quirks)):
+            name = f"{proj.name}-{s + 1:02d}"
+            session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            task = session_task(rng, proj, group, previous[1] if previous else None)
+            when = start + timedelta(days=p * 3 + s, hours=rng.randint(0, 8))
+            files[name] = render_session(rng, proj, session_id, task, group, known, when)
+            sessions.append(
+                {
+                    "name": name,
+                    "session_id": session_id,
+                    "project": proj.name,
+                    "task": task,
+                    "quirks": [q.kind for q in group],
+                    "knowledge": [q.knowledge for q in group],
+                    "depends_on": [previous[0]] if previous else [],
+                }
+            )
+            for q in group:
+                for k, spec in enumerate(q.probes):
+                    probes.append(
+                        probe_record(
+                            rng,
+                            f"{name}-{q.kind}-{k + 1}",
+                            spec.task,
+                            spec.question,
+                            spec.prefix,
+                            spec.answer,
+                            spec.distractors,
+                            name,
+                            proj.name,
+                        )
+                    )
+            known += group
+            previous = (name, task.split(".")[0])
+    for i, (question, prefix, answer, wrong) in enumerate(rng.sample(GENERAL, min(general, len(GENERAL)))):
+        probes.append(
+            probe_record(rng, f"general-{i + 1:02d}", question, question, prefix, answer, wrong, None, None)
+        )
+    for probe in probes:
+        validate_probe(probe)
+    manifest = {
+        "format_version": DATASET_VERSION,
+        "seed": seed,
+        "projects": projects,
+        "sessions": sessions,
+        "probe_count": len(probes),
+        "kinds": sorted({k for s in sessions for k in s["quirks"]}),
+    }
+    (out / "sessions").mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        atomic_write_text(out / "sessions" / f"{name}.jsonl", text)
+    atomic_write_text(out / "probes.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in probes))
+    atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "make-dataset", help="generate fictional project sessions and probes of what they teach"
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for sessions/, probes.jsonl, dataset.json")
+    p.add_argument(
+        "--projects", type=int, default=4, help="fictional projects (default 4, three sessions each)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--general", type=int, default=12, help="general-knowledge control probes (default 12)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    manifest = generate(args.out, args.projects, args.seed, args.general)
+    print(
+        f"wrote {len(manifest['sessions'])} sessions of {args.projects} projects and "
+        f"{manifest['probe_count']} probes ({len(manifest['kinds'])} kinds of quirk, seed "
+        f"{args.seed}) to {args.out}"
+    )
+    return 0
