@@ -73,6 +73,8 @@ def _value_is_secret(match: re.Match[str]) -> bool:
     if bare[0] in "$<{%@&*" or bare.startswith(("os.", "process.env", "env(", "getenv")):
         return False
     quoted = bool(match.group("q"))
+    if not quoted and ("(" in bare or "[" in bare):
+        return False  # a call or a type: `tokens: list[int]`, `SECRETS = frozenset(`
     env_style = match.group("name").isupper()
     if quoted or env_style:
         return not bare.startswith(("http://", "https://", "/"))

@@ -60,6 +60,9 @@ def read_jsonl(text: str, stats: Counter[str]) -> Iterator[dict[str, Any]]:
         if not isinstance(obj, dict):
             stats["bad_lines"] += 1
             continue
+        for key in ("type", "role"):  # the fields formats dispatch on must be strings
+            if key in obj and not isinstance(obj[key], str):
+                obj[key] = None
         yield obj
 
 

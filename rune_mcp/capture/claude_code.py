@@ -49,7 +49,7 @@ def looks_like(records: list[dict[str, Any]]) -> bool:
 
 def parse(text: str, name: str, source: Path | None = None) -> Trajectory:
     stats: Counter[str] = Counter()
-    records = _dedupe(list(read_jsonl(text, stats)), stats)
+    records = _dedupe([_sanitize(r) for r in read_jsonl(text, stats)], stats)
     main = [r for r in records if not r.get("isSidechain")]
     side = [r for r in records if r.get("isSidechain")]
     if not any(r.get("type") in ("user", "assistant") for r in main):
@@ -63,6 +63,17 @@ def parse(text: str, name: str, source: Path | None = None) -> Trajectory:
         subagents += _file_subagents(source, builder.stats)
     builder.stats["subagents"] = len(subagents)
     return builder.finish(subagents)
+
+
+def _sanitize(rec: dict[str, Any]) -> dict[str, Any]:
+    """Drop linking fields of the wrong JSON type, so a malformed line cannot break the tree."""
+    for key in ("uuid", "parentUuid", "logicalParentUuid", "type"):
+        if key in rec and not isinstance(rec[key], str):
+            rec[key] = None
+    msg = rec.get("message")
+    if isinstance(msg, dict) and "id" in msg and not isinstance(msg["id"], str):
+        msg["id"] = None
+    return rec
 
 
 def _count_other_types(records: list[dict[str, Any]], stats: Counter[str]) -> None:
@@ -126,8 +137,8 @@ def _kept(records: list[dict[str, Any]], stats: Counter[str]) -> list[dict[str, 
             call_ids.update(str(b.get("id")) for b in _blocks(rec)
                             if isinstance(b, dict) and b.get("type") == "tool_use")
         if not on_path and rec.get("type") == "user":
-            on_path = any(isinstance(b, dict) and b.get("tool_use_id") in call_ids
-                          for b in _blocks(rec))
+            on_path = any(isinstance(b, dict) and isinstance(b.get("tool_use_id"), str)
+                          and b["tool_use_id"] in call_ids for b in _blocks(rec))
         if on_path or not isinstance(rec.get("uuid"), str):
             kept.append(rec)
         elif rec.get("type") in ("user", "assistant"):

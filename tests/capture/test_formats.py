@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from capture.builders import ClaudeSession, fix_session
 from rune_mcp.capture import FORMATS, detect_format, parse_path, parse_text
 from rune_mcp.errors import ParseError
-from capture.builders import ClaudeSession, fix_session
 
 
 def test_formats_are_the_documented_five() -> None:

@@ -1,0 +1,122 @@
+"""Malformed input never raises anything but a ParseError, and keeps what is readable.
+
+A corpus of 600 files is generated from valid transcripts of every format by seeded
+mutation (cut anywhere, bytes flipped, invalid UTF-8, NUL bytes, BOMs, lines of the wrong
+JSON type, a 10 MB line, shuffled lines); hypothesis adds arbitrary JSON lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from capture.builders import fix_session
+from capture.test_formats import AIDER
+from rune_mcp.capture import parse_path, parse_text
+from rune_mcp.errors import ParseError
+
+CODEX = "\n".join(json.dumps(x) for x in [
+    {"type": "session_meta", "payload": {"id": "c", "cwd": "/p"}},
+    {"type": "response_item", "payload": {"type": "message", "role": "user",
+                                          "content": [{"type": "input_text", "text": "do it"}]}},
+    {"type": "response_item", "payload": {"type": "function_call", "name": "shell",
+                                          "call_id": "1", "arguments": "{\"command\": [\"ls\"]}"}},
+    {"type": "response_item", "payload": {"type": "function_call_output", "call_id": "1",
+                                          "output": "a b"}},
+]) + "\n"
+GENERIC = json.dumps({"task": "t", "steps": [{"kind": "user", "text": "t"},
+                                             {"kind": "assistant", "text": "ok"}]})
+BASES = [fix_session().text().encode(), CODEX.encode(), AIDER.encode(), GENERIC.encode()]
+WRONG_TYPES = [b"[]", b"1", b"null", b'"str"', b'{"type": 5}', b'{"type": "user", "message": 3}',
+               b'{"type": "assistant", "message": {"content": "x"}}',
+               b'{"type": "user", "message": {"content": [1, null, {"type": "tool_result"}]}}',
+               b'{"parentUuid": 7, "uuid": [], "type": "user"}',
+               b'{"type": "response_item", "payload": {"type": "function_call", "arguments": 9}}']
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    lines = data.split(b"\n")
+    how = rng.randrange(9)
+    if how == 0:
+        return data[: rng.randrange(len(data) + 1)]
+    if how == 1:
+        raw = bytearray(data)
+        for _ in range(rng.randint(1, 20)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        return bytes(raw)
+    if how == 2:
+        lines.insert(rng.randrange(len(lines) + 1), b"\xff\xfe\xc3(" + data[:40])
+    elif how == 3:
+        lines.insert(rng.randrange(len(lines) + 1), b'{"type": "user\x00", "x": "\x00"}')
+    elif how == 4:
+        return b"\xef\xbb\xbf" + data
+    elif how == 5:
+        lines.insert(rng.randrange(len(lines) + 1), rng.choice(WRONG_TYPES))
+    elif how == 6:
+        rng.shuffle(lines)
+    elif how == 7:
+        lines = [line[: rng.randrange(len(line) + 1)] if rng.random() < 0.3 else line
+                 for line in lines]
+    else:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
+    return b"\n".join(lines)
+
+
+def test_generated_malformed_corpus(tmp_path: Path) -> None:
+    rng = random.Random(2024)
+    outcomes = {"parsed": 0, "parse_error": 0}
+    for i in range(600):
+        data = _mutate(rng.choice(BASES), rng)
+        path = tmp_path / f"bad-{i}.jsonl"
+        path.write_bytes(data)
+        try:
+            traj = parse_path(path)
+        except ParseError as exc:
+            message = str(exc)
+            assert message and "\n" not in message
+            outcomes["parse_error"] += 1
+        else:
+            assert traj.task and traj.to_json()
+            outcomes["parsed"] += 1
+    assert outcomes["parsed"] > 150 and outcomes["parse_error"] > 30, outcomes
+
+
+def test_ten_megabyte_line_is_kept_within_budget(tmp_path: Path) -> None:
+    session = fix_session()
+    session.bash("cat big.log", "x" * (10 * 2**20))
+    path = tmp_path / "big.jsonl"
+    path.write_text(session.text())
+    traj = parse_path(path)
+    assert traj.task == "Make the order tests pass"
+    assert max(len(s.output or "") for s in traj.steps) < 20_000
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["type", "message", "content", "uuid", "parentUuid", "role", "payload",
+                         "text", "tool_use_id", "isMeta", "name", "input", "id", "steps",
+                         "task", "kind"]), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(json_values, max_size=8), st.sampled_from(["auto", "claude-code", "codex",
+                                                         "cursor", "generic"]))
+def test_arbitrary_json_lines_never_crash(values: list[object], fmt: str) -> None:
+    text = "\n".join(json.dumps(v) for v in values)
+    with contextlib.suppress(ParseError):
+        parse_text(text, fmt)
+
+
+@pytest.mark.parametrize("text", ["", "\ufeff", "\n\n", "{", "[1, 2]", "\x00\x00"])
+def test_degenerate_texts_are_parse_errors(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_text(text)
