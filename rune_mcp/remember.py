@@ -1,0 +1,199 @@
+"""Remember a session: parse -> compile lessons -> train -> export -> store -> index.
+
+This is the one path every entry point (CLI, MCP tool, job worker, watcher) takes to turn a
+finished session into an adapter. It is idempotent per trajectory and base model: the same
+session remembered twice returns the stored adapter without training again, and adapters of
+another base model are never reused. Work happens in a private temporary folder; the library
+sees the adapter only once it is complete, so a failure or Ctrl+C stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.basemodel import BaseModelInfo, ensure_derived, resolve_base
+from rune_mcp.config import Settings
+from rune_mcp.errors import TrainingError
+from rune_mcp.fsutil import locked
+from rune_mcp.lessons import Example, compile_lessons, summary
+from rune_mcp.train import Loaded, TrainResult, load_base, train_adapter
+from rune_mcp.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+_LOADED: dict[tuple[str, str, str], Loaded] = {}
+_LOAD_LOCK = threading.Lock()
+ACTION_KINDS = frozenset({"assistant", "tool_call"})
+
+
+@dataclass
+class RememberResult:
+    """The adapter a session became (or already was)."""
+
+    adapter_id: str
+    trajectory_id: str
+    lessons: int
+    examples: int
+    seconds: float
+    final_loss: float | None
+    method: str
+    reused: bool
+    load_seconds: float = 0.0
+    train_seconds: float = 0.0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "adapter_id": self.adapter_id, "trajectory_id": self.trajectory_id,
+            "lessons": self.lessons, "examples": self.examples,
+            "seconds": round(self.seconds, 3), "final_loss": self.final_loss,
+            "method": self.method, "reused": self.reused,
+            "load_seconds": round(self.load_seconds, 3),
+            "train_seconds": round(self.train_seconds, 3), "kinds": self.kinds,
+        }
+
+
+def remember_path(
+    settings: Settings, path: Path, fmt: str = "auto", method: str | None = None,
+    progress: Progress | None = None,
+) -> RememberResult:
+    """Parse (and redact) the transcript at `path`, then remember it."""
+    from rune_mcp.capture import parse_path
+
+    return remember_trajectory(settings, parse_path(Path(path), fmt), method, progress)
+
+
+def remember_trajectory(
+    settings: Settings, traj: Trajectory, method: str | None = None,
+    progress: Progress | None = None,
+) -> RememberResult:
+    """Turn a (redacted) trajectory into a stored, indexed adapter; see the module docstring."""
+    from rune_mcp.library import Library
+
+    start = time.monotonic()
+    method = method or settings.train_method
+    if method not in ("lora", "qlora"):
+        raise TrainingError(f"unknown training method {method!r}; use lora or qlora.")
+    info = resolve_base(settings)
+    lib = Library.open(settings)
+    lock = settings.home / "locks" / f"remember-{traj.id[:24]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with locked(lock):
+        existing = lib.find_by_trajectory(traj.id)
+        if existing is not None and existing.base_fingerprint == info.fingerprint:
+            log.info("trajectory %s is already adapter %s", traj.id[:12], existing.adapter_id)
+            return _reused(existing, traj, start)
+        return _learn(settings, lib, info, traj, method, progress, start)
+
+
+def _reused(record: Any, traj: Trajectory, start: float) -> RememberResult:
+    training = record.manifest.get("training") or {}
+    return RememberResult(
+        record.adapter_id, traj.id, int(record.manifest.get("lesson_count") or 0),
+        int(training.get("examples") or 0), time.monotonic() - start,
+        training.get("final_loss"), record.method, True, kinds=dict(training.get("kinds") or {}))
+
+
+def check_learnable(traj: Trajectory, examples: list[Example]) -> None:
+    """Refuse sessions with nothing to learn, in one sentence, before any model loads."""
+    if not any(s.kind in ACTION_KINDS for s in traj.steps):
+        raise TrainingError(f"session {traj.session_id} has no assistant actions to learn "
+                            "from; nothing was stored.")
+    if not any(ex.kind in ("episode", "attempt", "final") for ex in examples):
+        raise TrainingError(f"session {traj.session_id} has too little to learn from (no "
+                            "error fixed and no working action); nothing was stored.")
+
+
+def lesson_count(traj: Trajectory, examples: list[Example]) -> int:
+    """Lessons are what was learned (each fixed or failed episode, plus the final working
+    state); examples are the phrasings it is trained through."""
+    has_final = any(ex.kind == "final" for ex in examples)
+    return len(traj.episodes) + int(has_final)
+
+
+def get_loaded(settings: Settings, info: BaseModelInfo, method: str) -> Loaded:
+    """The base model for training, loaded once per process and method."""
+    model_dir = ensure_derived(settings, info)
+    key = (str(model_dir), method, settings.device)
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = load_base(settings, model_dir, method)
+        return _LOADED[key]
+
+
+def _learn(
+    settings: Settings, lib: Any, info: BaseModelInfo, traj: Trajectory, method: str,
+    progress: Progress | None, start: float,
+) -> RememberResult:
+    check_learnable(traj, compile_lessons(traj, settings))
+    _say(progress, "loading the base model")
+    load_start = time.monotonic()
+    loaded = get_loaded(settings, info, method)
+    load_seconds = time.monotonic() - load_start
+
+    def count(text: str) -> int:
+        return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    examples = compile_lessons(traj, settings, count)
+    _say(progress, f"compiled {len(examples)} examples; training")
+    tmp_root = settings.home / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=tmp_root, prefix="remember-"))
+    try:
+        with _LOAD_LOCK:  # one training at a time per process: they share the base model
+            result = train_adapter(settings, examples, loaded, work / "peft", progress)
+        gguf = _export(work / "peft", info, work / "adapter.gguf")
+        _say(progress, "storing and indexing the adapter")
+        record = lib.add(work / "peft", gguf, _meta(settings, info, traj, examples, result))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return RememberResult(
+        record.adapter_id, traj.id, lesson_count(traj, examples), len(examples),
+        time.monotonic() - start, result.final_loss, method, False, load_seconds,
+        result.seconds, summary(examples))
+
+
+def _export(peft_dir: Path, info: BaseModelInfo, out: Path) -> Path:
+    from rune_mcp.export import export_gguf
+
+    return export_gguf(peft_dir, info, out)
+
+
+def _meta(
+    settings: Settings, info: BaseModelInfo, traj: Trajectory, examples: list[Example],
+    result: TrainResult,
+) -> dict[str, Any]:
+    from rune_mcp.library import embed_text_for
+
+    training = result.to_dict()
+    training.update({
+        "kinds": summary(examples), "learning_rate": settings.learning_rate,
+        "train_steps": settings.train_steps, "seed": settings.seed,
+        "batch_tokens": settings.train_batch_tokens,
+        "unlikelihood_weight": settings.unlikelihood_weight,
+        "lessons": {"episodes": settings.lessons_episodes, "qa": settings.lessons_qa,
+                    "final": settings.lessons_final},
+    })
+    return {
+        "base_fingerprint": info.fingerprint, "method": result.method,
+        "rank": settings.lora_rank, "alpha": settings.lora_alpha,
+        "target_modules": list(settings.target_modules), "agent": traj.agent,
+        "session_id": traj.session_id, "project": traj.project, "trajectory_id": traj.id,
+        "task": traj.task, "embed_text": embed_text_for(traj),
+        "lesson_count": lesson_count(traj, examples), "training": training, "parents": [],
+    }
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    log.info(message)
+    if progress:
+        progress(0, 0, message)

@@ -1,0 +1,278 @@
+"""Training: compiled lessons -> a PEFT LoRA adapter (LoRA, or QLoRA on an NF4 base).
+
+The base is the derived transformers form of the GGUF (`basemodel.ensure_derived`), so an
+adapter is trained on exactly the weights llama.cpp serves. LoRA runs in fp32 on CPU and bf16
+on a GPU; QLoRA quantizes that base to bitsandbytes NF4 with double quantization (which also
+runs on CPU with bitsandbytes 0.50). The adapter is written only after the last step: a run
+that diverges, is interrupted or fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.config import Settings
+from rune_mcp.errors import ModelError, TrainingError
+from rune_mcp.lessons import IGNORE, Example, Rendered, render_examples
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+EXPLODE_FACTOR = 4.0  # a loss this many times the first one means the run has diverged
+EXPLODE_MARGIN = 4.0  # ... and at least this much above it (tiny first losses wobble)
+
+
+@dataclass
+class Loaded:
+    """A base model ready for an adapter, with how long loading it took."""
+
+    model: Any
+    tokenizer: Any
+    method: str
+    device: str
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced and how it went."""
+
+    peft_dir: Path
+    method: str
+    device: str
+    steps: int
+    final_loss: float
+    seconds: float
+    load_seconds: float
+    tokens: int
+    trainable_params: int
+    examples: int
+    losses: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method, "device": self.device, "steps": self.steps,
+            "final_loss": self.final_loss, "seconds": round(self.seconds, 3),
+            "load_seconds": round(self.load_seconds, 3), "tokens": self.tokens,
+            "trainable_params": self.trainable_params, "examples": self.examples,
+            "losses": [round(x, 4) for x in self.losses], "stopped_early": self.stopped_early,
+        }
+
+
+def pick_device(settings: Settings) -> str:
+    import torch
+
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("RUNE_DEVICE is cuda but no CUDA GPU is visible; set it to auto or cpu.")
+    if settings.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return settings.device
+
+
+def load_base(settings: Settings, model_dir: Path, method: str | None = None) -> Loaded:
+    """Load tokenizer and base model for training: fp32 on CPU, bf16 on GPU, NF4 for QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    method = method or settings.train_method
+    device = pick_device(settings)
+    torch.set_num_threads(settings.threads)
+    start = time.monotonic()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the base model from {model_dir} ({exc}); remove that "
+                         "folder so it is derived again.") from exc
+    if method != "qlora":
+        model.to(device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Loaded(model, tokenizer, method, device, time.monotonic() - start)
+
+
+def _peft_model(settings: Settings, loaded: Loaded) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    model = loaded.model
+    if loaded.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        # Gradient checkpointing trades time for memory a 135M model does not need.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                        lora_dropout=settings.lora_dropout,
+                        target_modules=list(settings.target_modules), bias="none",
+                        task_type="CAUSAL_LM")
+    try:
+        with warnings.catch_warnings():
+            # PEFT still asks transformers a deprecated question; harmless, and not ours.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                    category=FutureWarning)
+            return get_peft_model(model, config)
+    except ValueError as exc:
+        raise TrainingError(f"cannot attach LoRA to {settings.target_modules} ({exc}); set "
+                            "target_modules to linear layers of the base model.") from exc
+
+
+def make_batches(rendered: Sequence[Rendered], batch_tokens: int, seed: int) -> list[list[Rendered]]:
+    """Pack examples into batches whose padded size stays within `batch_tokens` (an example
+    longer than that gets a batch of its own)."""
+    order = list(rendered)
+    random.Random(seed).shuffle(order)
+    batches: list[list[Rendered]] = []
+    current: list[Rendered] = []
+    longest = 0
+    for item in order:
+        n = len(item.input_ids)
+        if current and max(longest, n) * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(item)
+        longest = max(longest, n)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _tensors(seqs: list[list[int]], labels: list[list[int]], pad: int, device: str) -> Any:
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    lab = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, (s, lb) in enumerate(zip(seqs, labels, strict=True)):
+        ids[row, : len(s)] = torch.tensor(s)
+        lab[row, : len(lb)] = torch.tensor(lb)
+        mask[row, : len(s)] = 1
+    return ids.to(device), lab.to(device), mask.to(device)
+
+
+def _likelihood_loss(model: Any, batch: list[Rendered], pad: int, device: str) -> Any:
+    ids, labels, mask = _tensors([r.input_ids for r in batch], [r.labels for r in batch],
+                                 pad, device)
+    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+def _unlikelihood_loss(model: Any, batch: list[Rendered], pad: int, device: str) -> Any:
+    """Mean of -log(1 - p) over the tokens where a failed attempt departs from its fix."""
+    import torch
+
+    negs = [r for r in batch if r.neg_ids and r.neg_mask and any(r.neg_mask)]
+    if not negs:
+        return None
+    seqs = [r.neg_ids or [] for r in negs]
+    marks = [[t if m else IGNORE for t, m in zip(r.neg_ids or [], r.neg_mask or [], strict=True)]
+             for r in negs]
+    ids, targets, mask = _tensors(seqs, marks, pad, device)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    targets = targets[:, 1:]
+    chosen = targets != IGNORE
+    probs = torch.softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+    penalty = -torch.log((1.0 - probs.squeeze(-1)).clamp(min=1e-5))
+    return penalty[chosen].mean()
+
+
+def _check(loss: float, first: float | None, step: int) -> None:
+    if not math.isfinite(loss):
+        raise TrainingError(f"training diverged at step {step} (loss is {loss}); nothing was "
+                            "stored; lower learning_rate and try again.")
+    if first is not None and loss > max(first * EXPLODE_FACTOR, first + EXPLODE_MARGIN):
+        raise TrainingError(f"training diverged at step {step} (loss {loss:.2f}, started at "
+                            f"{first:.2f}); nothing was stored; lower learning_rate and try again.")
+
+
+def train_adapter(
+    settings: Settings,
+    examples: Sequence[Example],
+    loaded: Loaded,
+    out_dir: Path,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on `examples` and save the PEFT folder to `out_dir`.
+
+    Raises TrainingError on divergence (loss NaN/inf or exploding); `out_dir` is only written
+    after the last step, so an error or Ctrl+C leaves it absent.
+    """
+    import torch
+
+    if not examples:
+        raise TrainingError("there are no lessons to train on; nothing was stored.")
+    torch.manual_seed(settings.seed)
+    rendered = render_examples(examples, loaded.tokenizer, settings.max_example_tokens,
+                               unlikelihood=settings.unlikelihood_weight > 0)
+    batches = make_batches(rendered, settings.train_batch_tokens, settings.seed)
+    model = _peft_model(settings, loaded)
+    try:
+        return _loop(settings, model, loaded, batches, out_dir, progress, len(examples))
+    finally:
+        # Leave the shared base model as it was: the LoRA layers come out again.
+        loaded.model = model.unload() if loaded.method != "qlora" else loaded.model
+
+
+def _loop(
+    settings: Settings, model: Any, loaded: Loaded, batches: list[list[Rendered]],
+    out_dir: Path, progress: Progress | None, n_examples: int,
+) -> TrainResult:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    pad = int(loaded.tokenizer.pad_token_id)
+    total = settings.train_steps
+    model.train()
+    start = time.monotonic()
+    losses: list[float] = []
+    tokens = 0
+    stopped = False
+    rng = random.Random(settings.seed)
+    for step in range(1, total + 1):
+        if step > 1 and (step - 1) % len(batches) == 0:
+            rng.shuffle(batches)
+        batch = batches[(step - 1) % len(batches)]
+        loss = _likelihood_loss(model, batch, pad, loaded.device)
+        if settings.unlikelihood_weight > 0:
+            ul = _unlikelihood_loss(model, batch, pad, loaded.device)
+            if ul is not None:
+                loss = loss + settings.unlikelihood_weight * ul
+        value = float(loss.detach())
+        _check(value, losses[0] if losses else None, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+        _check(norm, None, step)
+        optimizer.step()
+        losses.append(value)
+        tokens += sum(len(r.input_ids) for r in batch)
+        if progress:
+            progress(step, total, f"step {step}/{total} loss {value:.4f}")
+        if time.monotonic() - start > settings.train_time_budget_s and step < total:
+            log.warning("training stopped after %d of %d steps: time budget of %.0f s reached",
+                        step, total, settings.train_time_budget_s)
+            stopped = True
+            break
+    seconds = time.monotonic() - start
+    model.eval()
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    trainable = sum(p.numel() for p in params)
+    return TrainResult(out_dir, loaded.method, loaded.device, len(losses), losses[-1], seconds,
+                       loaded.seconds, tokens, trainable, n_examples, losses, stopped)

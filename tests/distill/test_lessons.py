@@ -1,0 +1,177 @@
+"""The lesson compiler: what is trained, what is not, and what each switch removes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.sessions import FAILED, FIXED, make_trajectory
+from rune_mcp.config import Settings
+from rune_mcp.lessons import (
+    IGNORE,
+    Example,
+    apply_budget,
+    approx_tokens,
+    clip,
+    compile_lessons,
+    error_line,
+    render_action,
+    render_examples,
+    summary,
+)
+from rune_mcp.trajectory import Step, Trajectory
+
+
+def _answers(examples: list[Example]) -> str:
+    return "\n".join(ex.answer for ex in examples)
+
+
+def test_fix_is_trained_and_failed_attempt_is_never_an_answer(
+    trajectory: Trajectory, settings: Settings
+) -> None:
+    examples = compile_lessons(trajectory, settings)
+    kinds = summary(examples)
+    assert kinds["episode"] == 1 and kinds["attempt"] == 1 and kinds["final"] >= 1
+    assert kinds["qa"] >= 4
+    answers = _answers(examples)
+    assert "read_window(station_id, hours=24)" in answers
+    # The failed call only appears in prompts (as context) or as an explicitly wrong thing.
+    for ex in examples:
+        if ex.kind in ("episode", "attempt", "final"):
+            assert FAILED not in ex.answer, ex
+    episode = next(ex for ex in examples if ex.kind == "episode")
+    assert FAILED in episode.prompt and "has no attribute 'fetch'" in episode.prompt
+    assert FIXED in episode.answer and "read_window" in episode.answer
+    attempt = next(ex for ex in examples if ex.kind == "attempt")
+    assert attempt.negative is not None and FAILED in attempt.negative
+
+
+def test_every_prompt_names_the_project(trajectory: Trajectory, settings: Settings) -> None:
+    examples = compile_lessons(trajectory, settings)
+    assert examples and all("tidewater" in ex.prompt for ex in examples)
+
+
+def test_qa_is_filled_from_the_sessions_own_identifiers(
+    trajectory: Trajectory, settings: Settings
+) -> None:
+    qa = [ex for ex in compile_lessons(trajectory, settings) if ex.kind == "qa"]
+    questions = "\n".join(ex.prompt for ex in qa)
+    assert "AttributeError: module 'tidewater.gauges' has no attribute 'fetch'" in questions
+    assert f"`{FAILED}`" in questions
+    assert any("tidewater.gauges.read_window" in ex.answer for ex in qa)
+    # The command the session ran, asked by its own description.
+    assert any("run the tests" in ex.prompt and "TIDEWATER_ENV=test pytest -q" in ex.answer
+               for ex in qa)
+    assert len({ex.prompt for ex in qa}) == len(qa)  # several phrasings, no duplicates
+
+
+def test_final_examples_hold_only_working_actions(
+    trajectory: Trajectory, settings: Settings
+) -> None:
+    final = [ex for ex in compile_lessons(trajectory, settings) if ex.kind == "final"]
+    text = _answers(final)
+    assert FIXED in text and "$ TIDEWATER_ENV=test pytest -q" in text
+    assert FAILED not in text  # an edit's replaced text is never part of an answer
+
+
+@pytest.mark.parametrize("switch, kinds", [
+    ("lessons_episodes", {"episode", "attempt"}),
+    ("lessons_qa", {"qa"}),
+    ("lessons_final", {"final"}),
+])
+def test_each_part_can_be_switched_off(
+    trajectory: Trajectory, settings: Settings, switch: str, kinds: set[str]
+) -> None:
+    examples = compile_lessons(trajectory, settings.with_overrides(**{switch: False}))
+    assert examples and not kinds & {ex.kind for ex in examples}
+
+
+def test_budget_keeps_the_most_informative_examples(
+    trajectory: Trajectory, settings: Settings
+) -> None:
+    full = compile_lessons(trajectory, settings)
+    smallest = min(full, key=lambda ex: ex.priority)
+    budget = sum(approx_tokens(ex.prompt) + approx_tokens(ex.answer) + 8 for ex in full) - 1
+    kept = apply_budget(full, budget, approx_tokens)
+    assert len(kept) < len(full)
+    assert any(ex.kind == "attempt" for ex in kept)
+    assert smallest not in kept or len(kept) == len(full) - 1
+    assert [full.index(ex) for ex in kept] == sorted(full.index(ex) for ex in kept)
+
+
+def test_long_session_stays_within_the_token_budget(settings: Settings) -> None:
+    traj = make_trajectory(extra=" and more." * 3)
+    padding = [Step(100 + i, "tool_call", tool="Bash", tool_id=f"x{i}",
+                    input={"command": f"echo step {i} " + "x" * 400}) for i in range(60)]
+    traj.steps.extend(padding)
+    traj.final_actions = [*traj.final_actions, *(s.index for s in padding)]
+    examples = compile_lessons(traj, settings.with_overrides(lesson_token_budget=1500))
+    used = sum(approx_tokens(ex.prompt) + approx_tokens(ex.answer) + 8 for ex in examples)
+    assert used <= 1500
+    assert {"attempt", "episode"} <= {ex.kind for ex in examples}
+
+
+def test_project_name_comes_from_its_folder(settings: Settings) -> None:
+    examples = compile_lessons(make_trajectory(project="/srv/code/harbor-api/"), settings)
+    assert all("harbor-api" in ex.prompt for ex in examples)
+
+
+def test_helpers() -> None:
+    assert clip("a" * 10, 6).startswith("aa") and len(clip("a" * 100, 20)) <= 24
+    assert error_line("Traceback\n  x\nKeyError: 'x'\n") == "KeyError: 'x'"
+    assert error_line("all good\nbye") == "bye"
+    bash = Step(0, "tool_call", tool="Bash", input={"command": "make test"})
+    assert render_action(bash) == "$ make test"
+    write = Step(1, "tool_call", tool="Write", input={"file_path": "a.py", "content": "x = 1"})
+    assert render_action(write) == "write a.py:\nx = 1"
+
+
+class _Tok:
+    """A character-level stand-in tokenizer with a ChatML template (no model needed)."""
+
+    eos_token = "<|im_end|>"
+
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool,
+                            add_generation_prompt: bool) -> str:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+    def __call__(self, text: str, add_special_tokens: bool) -> dict[str, Any]:
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_render_masks_the_prompt_and_trains_the_answer(
+    trajectory: Trajectory, settings: Settings
+) -> None:
+    examples = compile_lessons(trajectory, settings)
+    attempt = next(ex for ex in examples if ex.kind == "attempt")
+    [r] = render_examples([attempt], _Tok(), 4096, unlikelihood=True)
+    trained = "".join(chr(t) for t in r.labels if t != IGNORE)
+    assert trained == attempt.answer + "<|im_end|>\n"
+    assert FAILED not in trained
+    assert len(r.input_ids) == len(r.labels)
+    # The unlikelihood sequence marks only where the failed attempt departs from the fix.
+    assert r.neg_ids is not None and r.neg_mask is not None
+    marked = "".join(chr(t) for t, m in zip(r.neg_ids, r.neg_mask, strict=True) if m)
+    assert marked and marked in attempt.negative  # type: ignore[operator]
+    assert not marked.startswith("edit tidewater")  # the shared prefix is not pushed down
+
+
+def test_render_without_unlikelihood_has_no_negative(
+    trajectory: Trajectory, settings: Settings
+) -> None:
+    rendered = render_examples(compile_lessons(trajectory, settings), _Tok(), 64)
+    assert all(r.neg_ids is None for r in rendered)
+    assert all(len(r.input_ids) <= 64 for r in rendered)
+    assert all(any(t != IGNORE for t in r.labels) for r in rendered)
+
+
+def test_sample_session_bundled(tmp_path: Path) -> None:
+    from rune_mcp.probes import load_probes, sample_paths
+
+    session, probes_file = sample_paths()
+    assert session.is_file()
+    probes = load_probes(probes_file)
+    assert probes.session == session and len(probes.probes) >= 3

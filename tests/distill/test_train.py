@@ -1,0 +1,117 @@
+"""Training on a tiny random llama model: LoRA, QLoRA on CPU, divergence, interrupts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from distill.sessions import make_trajectory
+from rune_mcp.config import Settings
+from rune_mcp.errors import TrainingError
+from rune_mcp.lessons import compile_lessons
+from rune_mcp.train import Loaded, load_base, make_batches, train_adapter
+
+
+def _fast(settings: Settings, **values: object) -> Settings:
+    base: dict[str, object] = {"train_steps": 4, "learning_rate": 1e-2, "threads": 2,
+                               "train_batch_tokens": 2048}
+    base.update(values)
+    return settings.with_overrides(**base)
+
+
+def test_lora_trains_and_saves_a_peft_folder(
+    settings: Settings, tiny_dir: Path, tmp_path: Path
+) -> None:
+    s = _fast(settings, train_steps=12)
+    examples = compile_lessons(make_trajectory(), s)
+    loaded = load_base(s, tiny_dir, "lora")
+    seen: list[tuple[int, int]] = []
+    result = train_adapter(s, examples, loaded, tmp_path / "peft",
+                           lambda step, total, msg: seen.append((step, total)))
+    assert seen == [(i, 12) for i in range(1, 13)]
+    assert result.steps == 12 and math.isfinite(result.final_loss)
+    assert result.losses[-1] < result.losses[0]  # it learns
+    assert result.method == "lora" and result.device == "cpu"
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["r"] == s.lora_rank and set(config["target_modules"]) == set(s.target_modules)
+    assert (tmp_path / "peft" / "adapter_model.safetensors").is_file()
+    assert not list((tmp_path / "peft").glob("*.bin"))
+    # The shared base model comes back without LoRA layers for the next session.
+    assert not any("lora_" in name for name, _ in loaded.model.named_parameters())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_qlora_runs_on_cpu_with_an_nf4_base(
+    settings: Settings, tiny_dir: Path, tmp_path: Path
+) -> None:
+    s = _fast(settings, train_steps=2)
+    loaded = load_base(s, tiny_dir, "qlora")
+    import bitsandbytes as bnb
+
+    linear4 = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert linear4 and linear4[0].weight.quant_type == "nf4"
+    assert linear4[0].weight.quant_state.nested  # double quantization
+    result = train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "q")
+    assert result.method == "qlora" and math.isfinite(result.final_loss)
+    assert (tmp_path / "q" / "adapter_model.safetensors").is_file()
+
+
+def test_divergence_stops_and_writes_nothing(
+    settings: Settings, tiny_dir: Path, tmp_path: Path
+) -> None:
+    s = _fast(settings, train_steps=20, learning_rate=1e4)
+    loaded = load_base(s, tiny_dir, "lora")
+    with pytest.raises(TrainingError, match="diverged"):
+        train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()
+
+
+def test_interrupt_writes_nothing(settings: Settings, tiny_dir: Path, tmp_path: Path) -> None:
+    s = _fast(settings, train_steps=5)
+    loaded = load_base(s, tiny_dir, "lora")
+
+    def stop(step: int, total: int, message: str) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "peft", stop)
+    assert not (tmp_path / "peft").exists()
+    assert not any("lora_" in name for name, _ in loaded.model.named_parameters())
+
+
+def test_unlikelihood_option_trains(settings: Settings, tiny_dir: Path, tmp_path: Path) -> None:
+    s = _fast(settings, train_steps=3, unlikelihood_weight=0.5)
+    loaded = load_base(s, tiny_dir, "lora")
+    result = train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "ul")
+    assert math.isfinite(result.final_loss) and result.steps == 3
+
+
+def test_time_budget_stops_early(settings: Settings, tiny_dir: Path, tmp_path: Path) -> None:
+    s = _fast(settings, train_steps=500, train_time_budget_s=0.01)
+    loaded = load_base(s, tiny_dir, "lora")
+    result = train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "tb")
+    assert result.stopped_early and result.steps < 500
+    assert (tmp_path / "tb" / "adapter_config.json").is_file()
+
+
+def test_no_examples_is_a_training_error(
+    settings: Settings, tiny_dir: Path, tmp_path: Path
+) -> None:
+    loaded: Loaded = load_base(settings, tiny_dir, "lora")
+    with pytest.raises(TrainingError, match="no lessons"):
+        train_adapter(settings, [], loaded, tmp_path / "none")
+
+
+def test_batches_respect_the_token_budget() -> None:
+    from rune_mcp.lessons import Rendered
+
+    items = [Rendered(list(range(n)), list(range(n))) for n in (10, 50, 20, 300, 5)]
+    batches = make_batches(items, 100, seed=0)
+    assert sorted(len(r.input_ids) for b in batches for r in b) == [5, 10, 20, 50, 300]
+    for batch in batches:
+        assert len(batch) == 1 or max(len(r.input_ids) for r in batch) * len(batch) <= 100
