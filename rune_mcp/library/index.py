@@ -91,14 +91,14 @@ class AdapterIndex:
 
     def open(self, embedder_name: str, dim: int) -> None:
         """Connect and check that this index was built by the same embedder (else unusable)."""
-        if self._collection is not None:
-            return
         state = self._state()
         if state and (state.get("embedder"), state.get("dim")) != (embedder_name, dim):
             raise IndexUnusable(
                 f"the index was built with embedder {state.get('embedder')!r} "
                 f"(dim {state.get('dim')}), not {embedder_name!r} (dim {dim})"
             )
+        if self._collection is not None:
+            return
         try:
             self._client = self._make_client()
             self._collection = self._client.get_or_create_collection(
@@ -130,10 +130,10 @@ class AdapterIndex:
         """Drop the client; an embedded one is evicted from Chroma's per-path cache so the
         next open reads the files afresh (another process may have changed them)."""
         client, self._client, self._collection = self._client, None, None
-        if client is None or self.chroma_url:
+        if self.chroma_url:
             return
-        with contextlib.suppress(Exception):
-            _evict_embedded(client, self.folder / CHROMA_DIR)
+        # Even without a client: a failed open leaves a half-started system in Chroma's cache.
+        _evict_embedded(client, self.folder / CHROMA_DIR)
 
     def stale(self) -> bool:
         """True when another process changed an embedded index since we loaded it."""
@@ -280,8 +280,9 @@ def _evict_embedded(client: Any, path: Path) -> None:
     client reads the files afresh instead of reusing what this process loaded earlier."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    with contextlib.suppress(Exception):
-        client.close()
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.close()
     system = SharedSystemClient._identifier_to_system.pop(str(path), None)
     SharedSystemClient._identifier_to_refcount.pop(str(path), None)
     if system is not None:

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.config import Settings
-from rune_mcp.errors import AdapterNotFoundError, LibraryError, RuneError, UsageError
+from rune_mcp.errors import (
+    AdapterNotFoundError,
+    LibraryError,
+    ModelError,
+    RuneError,
+    UsageError,
+)
 from rune_mcp.fsutil import locked
 from rune_mcp.library.embed import Embedder, get_embedder
 from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable, shared_index
@@ -85,9 +91,7 @@ class Library:
     def base_fingerprint(self) -> str:
         """The fingerprint of the configured base model (recall only returns its adapters)."""
         if self._base_fingerprint is None:
-            from rune_mcp.basemodel import resolve_base
-
-            self._base_fingerprint = resolve_base(self.settings).fingerprint
+            self._base_fingerprint = current_base_fingerprint(self.settings)
         return self._base_fingerprint
 
     # --- writing ------------------------------------------------------------------------
@@ -337,6 +341,27 @@ class Library:
                 "created_at": record.created_at,
             },
         )
+
+
+_FINGERPRINTS: dict[tuple[Path | None, Path], str] = {}
+
+
+def current_base_fingerprint(settings: Settings) -> str:
+    """SHA-256 of the configured base GGUF (what `BaseModelInfo.fingerprint` holds), memoized
+    per process; unlike `resolve_base` it does not parse the GGUF's metadata, which takes
+    seconds and recall does not need."""
+    from rune_mcp.basemodel import embedded_gguf_path, file_sha256
+
+    key = (settings.base_model, settings.cache_dir)
+    if key not in _FINGERPRINTS:
+        path = (
+            embedded_gguf_path() if settings.base_model is None
+            else settings.base_model.expanduser()
+        )
+        if not path.is_file():
+            raise ModelError(f"base model {path} does not exist; fix RUNE_BASE_MODEL.")
+        _FINGERPRINTS[key] = file_sha256(path, settings.cache_dir)
+    return _FINGERPRINTS[key]
 
 
 def _project_name(project: str | None) -> str:

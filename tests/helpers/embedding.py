@@ -43,3 +43,23 @@ class TableEmbedder:
     def load(cls, path: Path) -> TableEmbedder:
         data = json.loads(path.read_text())
         return cls(data["name"], data["dim"], data["table"])
+
+
+class CachingEmbedder:
+    """A real embedder that remembers each text's vector for the rest of the process.
+
+    Test suites embed the same few task texts again and again (once per index mode); the
+    vectors are the model's own, computed once.
+    """
+
+    def __init__(self, real: Embedder) -> None:
+        self.real = real
+        self.name = real.name
+        self.dim = real.dim
+        self.cache: dict[str, list[float]] = {}
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if todo:
+            self.cache.update(zip(todo, self.real.embed(todo), strict=True))
+        return [self.cache[t] for t in texts]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.embedding import CachingEmbedder
 from helpers.tiny import adapter_variant, make_gguf_lora, make_peft_adapter
 
 from rune_mcp.config import Settings, load_settings
@@ -44,8 +45,9 @@ def variants(adapter_src: Path, tmp_path: Path) -> Iterator[list[Path]]:
 
 @pytest.fixture(scope="session")
 def real_embedder() -> Embedder:
-    """all-MiniLM-L6-v2, loaded once for the whole test process."""
-    return get_embedder(Settings())
+    """all-MiniLM-L6-v2, loaded once for the whole test process; each distinct text is
+    embedded once by the real model and remembered."""
+    return CachingEmbedder(get_embedder(Settings()))
 
 
 def _free_port() -> int:
