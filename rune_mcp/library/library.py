@@ -191,7 +191,7 @@ class Library:
         threshold = (
             self.settings.recall_min_similarity if min_similarity is None else min_similarity
         )
-        if not self.store.ids():
+        if self.store.is_empty():
             return []  # an empty library is not an error, and needs no model
         fingerprint = base_fingerprint or self.base_fingerprint()
         vector = self._embed([task])[0]

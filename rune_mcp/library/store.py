@@ -160,6 +160,14 @@ class AdapterStore:
             return []
         return sorted(name for name in names if ID_PATTERN.match(name))
 
+    def is_empty(self) -> bool:
+        """True when no adapter is present; stops at the first one (cheap for big libraries)."""
+        try:
+            with os.scandir(self.root) as entries:
+                return not any(ID_PATTERN.match(entry.name) for entry in entries)
+        except FileNotFoundError:
+            return True
+
     def folder(self, adapter_id: str) -> Path:
         return self.root / adapter_id
 

@@ -8,7 +8,7 @@ import random
 import signal
 import time
 from collections import Counter
-from multiprocessing.context import BaseContext
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
 import pytest
@@ -23,10 +23,11 @@ from .workers import PRELOAD, add_many, read_loop, task_text
 
 
 @pytest.fixture(scope="module")
-def ctx() -> BaseContext:
+def ctx() -> ForkServerContext:
     """Children fork from a server that has already imported Rune and Chroma."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
+    assert isinstance(context, ForkServerContext)
     return context
 
 
@@ -61,7 +62,7 @@ def _check_agreement(lib: Library, expected: int) -> None:
 
 
 def test_eight_writers_and_a_reader_at_once(
-    index_mode: str, ctx: BaseContext, settings: Settings, table: str, sources: list[str],
+    index_mode: str, ctx: ForkServerContext, settings: Settings, table: str, sources: list[str],
     tmp_path: Path,
 ) -> None:
     env = _env(settings)
@@ -79,7 +80,7 @@ def test_eight_writers_and_a_reader_at_once(
     _check_agreement(lib, 200)
 
 
-def _one_run_seconds(ctx: BaseContext, env: dict[str, str], table: str,
+def _one_run_seconds(ctx: ForkServerContext, env: dict[str, str], table: str,
                      sources: list[str]) -> float:
     start = time.monotonic()
     proc = ctx.Process(target=add_many, args=(env, table, sources, 10_000, 4))
@@ -93,7 +94,7 @@ def _one_run_seconds(ctx: BaseContext, env: dict[str, str], table: str,
     "points", [50, pytest.param(200, marks=pytest.mark.slow)], ids=lambda n: f"{n}-kills"
 )
 def test_killed_writer_never_leaves_a_torn_adapter(
-    points: int, ctx: BaseContext, settings: Settings, table: str, sources: list[str]
+    points: int, ctx: ForkServerContext, settings: Settings, table: str, sources: list[str]
 ) -> None:
     env = _env(settings)
     lib = Library.open(settings, embedder=TableEmbedder.load(Path(table)))
