@@ -1,0 +1,445 @@
+"""`rune bench memory`: does an adapter remember its session, against text in the context?
+
+Every `DIR/*.jsonl` session is remembered into a temporary library (the same
+`remember_path` every entry point uses), then every probe is scored on the served weights
+(llama.cpp base + GGUF adapters, `rune_mcp.bench.scoring`) under six conditions:
+
+- `none`: the base model alone;
+- `rag`: the best-matching session's trajectory text, retrieved from the same library by the
+  probe's task, in the prompt (the token-space memory Rune competes with);
+- `full_context`: the source session's whole trajectory text in the prompt (cut to fit);
+- `recalled_adapter`: Rune as used: recall by task, the adapter above the threshold, if any;
+- `oracle_adapter`: the source session's adapter (separates recall from distillation errors);
+- `mismatched_adapter`: an adapter of another project (a control: it must not help).
+
+General-knowledge probes (no source session) are scored the same way: `oracle_adapter` is the
+base model for them, and `mismatched_adapter` any adapter, to show what an adapter costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.bench.dataset import load_probes
+from rune_mcp.bench.quirks import KINDS
+from rune_mcp.config import Settings
+from rune_mcp.errors import UsageError
+from rune_mcp.fsutil import atomic_write_text
+from rune_mcp.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+CONDITIONS = ("none", "rag", "full_context", "recalled_adapter", "oracle_adapter", "mismatched_adapter")
+CONTEXT_HEADER = "Notes from an earlier session in this project:\n\n"
+OUTPUT_CHARS = 600  # tool output kept per step in the rendered trajectory text
+QUICK_PROJECTS = 2
+QUICK_SESSIONS_PER_PROJECT = 1
+QUICK_GENERAL = 4
+QUICK_STEPS = 12
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "no_episodes": {"lessons_episodes": False},
+    "no_qa": {"lessons_qa": False},
+    "no_final": {"lessons_final": False},
+    "rank_4": {"lora_rank": 4, "lora_alpha": 8.0},
+    "rank_16": {"lora_rank": 16, "lora_alpha": 32.0},
+    "steps_half": {"train_steps": "half"},
+    "steps_double": {"train_steps": "double"},
+    "targets_qv": {"target_modules": ["q_proj", "v_proj"]},
+}
+ABLATION_CONDITIONS = ("none", "recalled_adapter", "oracle_adapter", "mismatched_adapter")
+
+
+@dataclass
+class Session:
+    name: str
+    traj: Trajectory
+    adapter_id: str
+    seconds: float
+    examples: int
+
+
+# --- trajectory text (what rag and full_context put in the prompt) ---------------------------------
+
+
+def trajectory_text(traj: Trajectory) -> str:
+    """A session as plain text: `User: ...`, `Assistant: ...`, `$ cmd`, outputs clipped."""
+    from rune_mcp.episodes import render_action
+
+    lines = [f"Project: {traj.project_name}", f"Task: {traj.task}"]
+    for step in traj.steps:
+        if step.kind == "user" and step.text:
+            lines.append(f"User: {step.text}")
+        elif step.kind == "assistant" and step.text:
+            lines.append(f"Assistant: {step.text}")
+        elif step.kind == "tool_call":
+            lines.append(render_action(step))
+        elif step.kind == "tool_result" and step.output:
+            out = (
+                step.output
+                if len(step.output) <= OUTPUT_CHARS
+                else (step.output[: OUTPUT_CHARS // 2] + "\n[...]\n" + step.output[-OUTPUT_CHARS // 2 :])
+            )
+            lines.append(("Error: " if step.is_error else "Output: ") + out)
+    return "\n".join(lines)
+
+
+def with_context(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    """The probe's messages with `text` put before the first user message."""
+    out = [dict(m) for m in messages]
+    for m in out:
+        if m["role"] == "user":
+            m["content"] = f"{CONTEXT_HEADER}{text}\n\n---\n\n{m['content']}"
+            break
+    return out
+
+
+# --- remembering -----------------------------------------------------------------------------------
+
+
+def select_sessions(paths: list[Path], quick: bool) -> list[Path]:
+    """All sessions, or for `--quick` the first session of the first two projects (by the
+    `<project>-NN` file naming of the generator; otherwise the first two files)."""
+    if not quick:
+        return paths
+    by_project: dict[str, list[Path]] = {}
+    for p in paths:
+        by_project.setdefault(re.sub(r"-\d+$", "", p.stem), []).append(p)
+    chosen = [
+        p for group in list(by_project.values())[:QUICK_PROJECTS] for p in group[:QUICK_SESSIONS_PER_PROJECT]
+    ]
+    return chosen if len(chosen) >= 2 else paths[:2]
+
+
+def remember_all(settings: Settings, paths: Sequence[Path], say: Callable[[str], None]) -> list[Session]:
+    from rune_mcp.capture import parse_path
+    from rune_mcp.remember import remember_trajectory
+
+    out = []
+    for i, path in enumerate(paths, 1):
+        traj = parse_path(path)
+        start = time.perf_counter()
+        res = remember_trajectory(settings, traj)
+        out.append(Session(path.stem, traj, res.adapter_id, time.perf_counter() - start, res.examples))
+        say(
+            f"remembered {path.stem} ({i}/{len(paths)}): adapter {res.adapter_id[:12]}, "
+            f"{res.examples} examples, {out[-1].seconds:.1f} s"
+        )
+    return out
+
+
+# --- scoring ---------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """Scores probes under each condition against one library and one backend."""
+
+    def __init__(self, settings: Settings, sessions: list[Session]) -> None:
+        from rune_mcp.library import Library
+        from rune_mcp.runtime import get_backend
+
+        self.settings = settings
+        self.sessions = {s.name: s for s in sessions}
+        self.by_adapter = {s.adapter_id: s for s in sessions}
+        self.lib = Library.open(settings)
+        self.backend = get_backend(settings, "llamacpp")
+        self.budget = settings.context_size - 512  # room for the question, prefix and choice
+        self.texts = {s.name: trajectory_text(s.traj) for s in sessions}
+
+    def _spec(self, adapter_id: str | None) -> list[Any]:
+        from rune_mcp.runtime.base import AdapterSpec
+
+        if adapter_id is None:
+            return []
+        return [(AdapterSpec.from_record(self.lib.get(adapter_id)), 1.0)]
+
+    def _context(self, name: str | None) -> tuple[str | None, int]:
+        from rune_mcp.bench.scoring import count_tokens, truncate_tokens
+
+        if name is None or name not in self.texts:
+            return None, 0
+        text = truncate_tokens(self.backend, self.texts[name], self.budget)
+        return text, count_tokens(self.backend, text)
+
+    def _mismatched(self, probe: dict[str, Any]) -> str | None:
+        source = self.sessions.get(probe["source_session"] or "")
+        project = source.traj.project_name if source else None
+        pool = sorted(s.adapter_id for s in self.sessions.values() if s.traj.project_name != project)
+        return pool[zlib.crc32(probe["id"].encode()) % len(pool)] if pool else None
+
+    def _recalled(self, task: str) -> tuple[str | None, float | None]:
+        from rune_mcp.runtime.run import choose_adapter
+
+        spec, similarity = choose_adapter(self.settings, task, "auto", self.backend.fingerprint, {})
+        return (spec.adapter_id if spec else None), similarity
+
+    def _best_match(self, task: str) -> str | None:
+        hits = self.lib.recall(task, k=1, min_similarity=-1.0)
+        if not hits:
+            return None
+        session = self.by_adapter.get(hits[0].record.adapter_id)
+        return session.name if session else None
+
+    def plan(
+        self, probe: dict[str, Any], condition: str
+    ) -> tuple[list[dict[str, str]], str | None, int, dict[str, Any]]:
+        """Messages, adapter id, context tokens and extra facts for one probe and condition."""
+        messages = probe["messages"]
+        source = self.sessions.get(probe["source_session"] or "")
+        extra: dict[str, Any] = {}
+        if condition in ("rag", "full_context"):
+            name = (
+                self._best_match(probe["task"]) if condition == "rag" else (source.name if source else None)
+            )
+            extra["context_session"] = name
+            text, tokens = self._context(name)
+            return (with_context(messages, text) if text else messages), None, tokens, extra
+        if condition == "recalled_adapter":
+            adapter, similarity = self._recalled(probe["task"])
+            extra["similarity"] = None if similarity is None else round(similarity, 4)
+            return messages, adapter, 0, extra
+        if condition == "oracle_adapter":
+            return messages, source.adapter_id if source else None, 0, extra
+        if condition == "mismatched_adapter":
+            return messages, self._mismatched(probe), 0, extra
+        return messages, None, 0, extra
+
+    def score(self, probe: dict[str, Any], condition: str) -> dict[str, Any]:
+        from rune_mcp.bench.scoring import score_choices
+
+        messages, adapter, tokens, extra = self.plan(probe, condition)
+        res = score_choices(self.backend, messages, probe["prefix"], probe["choices"], self._spec(adapter))
+        row = {
+            "probe_id": probe["id"],
+            "condition": condition,
+            "source_session": probe["source_session"],
+            "correct": res.best() == probe["answer"],
+            "scores": [round(s, 4) for s in res.scores],
+            "adapter_id": adapter,
+            "context_tokens": tokens,
+        }
+        row.update(extra)
+        return row
+
+
+# --- statistics -------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(values: Sequence[bool], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of the mean of 0/1 `values`."""
+    import numpy as np
+
+    if not values:
+        return (float("nan"), float("nan"))
+    arr = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, len(arr), size=(reps, len(arr)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _acc(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    hits = [bool(r["correct"]) for r in rows]
+    if not hits:
+        return {"n": 0, "accuracy": None, "ci95": None}
+    low, high = bootstrap_ci(hits)
+    return {
+        "n": len(hits),
+        "accuracy": round(sum(hits) / len(hits), 4),
+        "ci95": [round(low, 4), round(high, 4)],
+    }
+
+
+def kind_of(probe_id: str) -> str | None:
+    return next((k for k in KINDS if f"-{k}-" in probe_id), None)
+
+
+def summarize(results: list[dict[str, Any]], sessions: list[Session]) -> dict[str, Any]:
+    conditions = list(dict.fromkeys(r["condition"] for r in results))
+    knowledge = [r for r in results if r["source_session"] is not None]
+    general = [r for r in results if r["source_session"] is None]
+    oracle = {s.name: s.adapter_id for s in sessions}
+    summary: dict[str, Any] = {
+        "accuracy": {c: _acc([r for r in knowledge if r["condition"] == c]) for c in conditions},
+        "general_accuracy": {c: _acc([r for r in general if r["condition"] == c]) for c in conditions},
+        "context_tokens": {
+            c: round(_mean([r["context_tokens"] for r in results if r["condition"] == c]), 1)
+            for c in conditions
+        },
+    }
+    recalled = [r for r in knowledge if r["condition"] == "recalled_adapter"]
+    if recalled:
+        summary["recall"] = {
+            "n": len(recalled),
+            "accuracy": round(
+                _mean([r["adapter_id"] == oracle.get(r["source_session"]) for r in recalled]), 4
+            ),
+            "above_threshold": round(_mean([r["adapter_id"] is not None for r in recalled]), 4),
+        }
+    rag = [r for r in knowledge if r["condition"] == "rag"]
+    if rag:
+        summary["rag_retrieval_accuracy"] = round(
+            _mean([r.get("context_session") == r["source_session"] for r in rag]), 4
+        )
+    kinds = sorted({k for r in knowledge if (k := kind_of(r["probe_id"]))})
+    summary["by_kind"] = {
+        k: {
+            c: _acc([r for r in knowledge if r["condition"] == c and kind_of(r["probe_id"]) == k])["accuracy"]
+            for c in conditions
+        }
+        for k in kinds
+    }
+    summary["remember"] = {
+        "sessions": len(sessions),
+        "seconds_mean": round(_mean([s.seconds for s in sessions]), 2),
+        "examples_mean": round(_mean([s.examples for s in sessions]), 1),
+    }
+    return summary
+
+
+def _mean(values: Sequence[float | int | bool]) -> float:
+    return sum(float(v) for v in values) / len(values) if values else 0.0
+
+
+# --- the benchmark ------------------------------------------------------------------------------------
+
+
+def bench_settings(
+    settings: Settings, home: Path, quick: bool, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """The user's settings on a private library; quick runs train fewer steps."""
+    values: dict[str, Any] = {"home": home, "backend": "llamacpp"}
+    steps = min(settings.train_steps, QUICK_STEPS) if quick else settings.train_steps
+    for key, value in (overrides or {}).items():
+        if key == "train_steps":
+            steps = max(1, steps // 2) if value == "half" else steps * 2
+        else:
+            values[key] = value
+    values["train_steps"] = steps
+    return settings.with_overrides(**values)
+
+
+def select_probes(probes: list[dict[str, Any]], names: set[str], quick: bool) -> list[dict[str, Any]]:
+    kept = [p for p in probes if p["source_session"] in names]
+    general = [p for p in probes if p["source_session"] is None]
+    missing = {p["source_session"] for p in probes if p["source_session"]} - names
+    if missing and not quick:
+        log.warning("%d probes name sessions that are not in the sessions folder; skipped", len(missing))
+    return kept + (general[:QUICK_GENERAL] if quick else general)
+
+
+def run_memory(
+    settings: Settings,
+    paths: list[Path],
+    probes: list[dict[str, Any]],
+    conditions: Sequence[str] = CONDITIONS,
+    quick: bool = False,
+    overrides: dict[str, Any] | None = None,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Remember `paths` into a temporary library and score `probes` under `conditions`."""
+    from rune_mcp.runtime import close_backends
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rune-bench-") as tmp:
+        local = bench_settings(settings, Path(tmp) / "home", quick, overrides)
+        sessions = remember_all(local, paths, say)
+        remembered = time.perf_counter() - start
+        chosen = select_probes(probes, {s.name for s in sessions}, quick)
+        scorer = Scorer(local, sessions)
+        results = []
+        for i, probe in enumerate(chosen, 1):
+            results += [scorer.score(probe, c) for c in conditions]
+            if i % 10 == 0 or i == len(chosen):
+                say(f"scored {i}/{len(chosen)} probes")
+        close_backends()  # the backend's adapter cache points into the temporary library
+    config = {
+        "sessions": [s.name for s in sessions],
+        "probes": len(chosen),
+        "quick": quick,
+        "conditions": list(conditions),
+        "overrides": overrides or {},
+        "adapters": {s.name: s.adapter_id for s in sessions},
+        "base_model": str(local.base_model or "embedded SmolLM2-135M-Instruct Q4_1"),
+        "train_steps": local.train_steps,
+        "lora_rank": local.lora_rank,
+        "lora_alpha": local.lora_alpha,
+        "target_modules": list(local.target_modules),
+        "learning_rate": local.learning_rate,
+        "lessons": {"episodes": local.lessons_episodes, "qa": local.lessons_qa, "final": local.lessons_final},
+        "recall_min_similarity": local.recall_min_similarity,
+        "context_size": local.context_size,
+        "seed": local.seed,
+        "threads": local.threads,
+        "seconds": {"remember": round(remembered, 1), "total": round(time.perf_counter() - start, 1)},
+    }
+    return {"config": config, "results": results, "summary": summarize(results, sessions)}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("memory", help="score probes with no memory, text in context, and adapters")
+    p.add_argument("--sessions", type=Path, required=True, help="folder of *.jsonl sessions")
+    p.add_argument("--probes", type=Path, required=True, help="probes JSONL file")
+    p.add_argument("--json", type=Path, help="write the full results JSON here")
+    p.add_argument("--report", type=Path, help="write report.md, report.html and plots here")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_PROJECTS} projects, {QUICK_SESSIONS_PER_PROJECT} session each, "
+        f"{QUICK_STEPS} training steps",
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="retrain under each ablation (lesson parts, rank, steps, targets) and compare",
+    )
+    p.set_defaults(func=run)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.bench.report import write_ablation_report, write_report
+
+    if not args.sessions.is_dir():
+        raise UsageError(f"{args.sessions} is not a folder; give the folder holding the *.jsonl sessions.")
+    paths = sorted(args.sessions.glob("*.jsonl"))
+    if not paths:
+        raise UsageError(
+            f"{args.sessions} holds no *.jsonl sessions; make some with `rune bench make-dataset`."
+        )
+    probes = load_probes(args.probes)
+    paths = select_sessions(paths, args.quick)
+    if args.ablation:
+        runs = {}
+        for name, overrides in ABLATIONS.items():
+            _say(f"ablation {name}: {overrides or 'defaults'}")
+            runs[name] = run_memory(settings, paths, probes, ABLATION_CONDITIONS, args.quick, overrides, _say)
+        data: dict[str, Any] = {"ablations": runs}
+        if args.report:
+            write_ablation_report(runs, args.report)
+    else:
+        data = run_memory(settings, paths, probes, CONDITIONS, args.quick, None, _say)
+        if args.report:
+            write_report(data, args.report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, json.dumps(data, indent=1) + "\n")
+    print(
+        json.dumps(
+            {k: v["summary"] for k, v in data["ablations"].items()} if args.ablation else data["summary"],
+            indent=1,
+        )
+    )
+    return 0

@@ -1,0 +1,305 @@
+"""Reports of `rune bench memory` and `rune bench perf`: Markdown, PNG plots, one HTML page.
+
+A benchmark's numbers are only worth what a reader can check, so each report states its
+configuration next to the figures and the HTML page shows the same tables as the Markdown.
+Plots need matplotlib (the `bench` extra); without it the report says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.fsutil import atomic_write_text
+
+log = logging.getLogger(__name__)
+Table = tuple[list[str], list[list[str]]]
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(acc: dict[str, Any]) -> str:
+    ci = acc.get("ci95")
+    return "-" if not ci else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%"
+
+
+def markdown_table(table: Table) -> str:
+    head, rows = table
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def html_table(table: Table) -> str:
+    head, rows = table
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows]
+    return "\n".join([*out, "</table>"])
+
+
+def condition_table(summary: dict[str, Any]) -> Table:
+    rows = []
+    for cond, acc in summary["accuracy"].items():
+        gen = summary["general_accuracy"].get(cond, {})
+        rows.append(
+            [
+                cond,
+                _pct(acc["accuracy"]),
+                _ci(acc),
+                str(acc["n"]),
+                _pct(gen.get("accuracy")),
+                _ci(gen),
+                str(summary["context_tokens"].get(cond, 0)),
+            ]
+        )
+    return (
+        [
+            "condition",
+            "accuracy",
+            "95% CI",
+            "probes",
+            "general accuracy",
+            "general 95% CI",
+            "context tokens (mean)",
+        ],
+        rows,
+    )
+
+
+def kind_table(summary: dict[str, Any]) -> Table:
+    conds = list(summary["accuracy"])
+    rows = [[kind, *(_pct(v.get(c)) for c in conds)] for kind, v in summary.get("by_kind", {}).items()]
+    return (["kind", *conds], rows)
+
+
+def _bar_plot(
+    path: Path,
+    labels: Sequence[str],
+    series: dict[str, tuple[list[float], list[tuple[float, float]]]],
+    ylabel: str,
+    title: str,
+) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install 'rune-mcp[bench]'); no plots")
+        return False
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels)), 3.8))
+    width = 0.8 / max(1, len(series))
+    for i, (name, (values, cis)) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+        err = None
+        if cis:
+            err = [
+                [max(0.0, v - lo) for v, (lo, _) in zip(values, cis, strict=True)],
+                [max(0.0, hi - v) for v, (_, hi) in zip(values, cis, strict=True)],
+            ]
+        ax.bar(xs, values, width, yerr=err, capsize=3, label=name)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _series(summary_part: dict[str, Any], conds: list[str]) -> tuple[list[float], list[tuple[float, float]]]:
+    values = [summary_part[c]["accuracy"] or 0.0 for c in conds]
+    cis = [tuple(summary_part[c]["ci95"] or (0.0, 0.0)) for c in conds]
+    return values, [(float(a), float(b)) for a, b in cis]
+
+
+def memory_plots(summary: dict[str, Any], out: Path) -> list[Path]:
+    conds = list(summary["accuracy"])
+    plots = []
+    acc = out / "accuracy.png"
+    series = {"session knowledge": _series(summary["accuracy"], conds)}
+    if any(v["n"] for v in summary["general_accuracy"].values()):
+        series["general knowledge"] = _series(summary["general_accuracy"], conds)
+    if _bar_plot(acc, conds, series, "accuracy", "Probe accuracy per condition (95% bootstrap CI)"):
+        plots.append(acc)
+    tokens = out / "context_tokens.png"
+    if _bar_plot(
+        tokens,
+        conds,
+        {"tokens": ([summary["context_tokens"][c] for c in conds], [])},
+        "tokens in the prompt (mean)",
+        "Context tokens spent per condition",
+    ):
+        plots.append(tokens)
+    return plots
+
+
+def _config_lines(config: dict[str, Any]) -> list[str]:
+    keys = (
+        "sessions",
+        "probes",
+        "quick",
+        "train_steps",
+        "lora_rank",
+        "lora_alpha",
+        "target_modules",
+        "learning_rate",
+        "lessons",
+        "recall_min_similarity",
+        "context_size",
+        "seed",
+        "threads",
+        "seconds",
+    )
+    return [f"- {k}: {config[k]}" for k in keys if k in config]
+
+
+def write_report(data: dict[str, Any], out: Path) -> Path:
+    """report.md, report.html, accuracy.png and context_tokens.png in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary, config = data["summary"], data["config"]
+    plots = memory_plots(summary, out)
+    recall = summary.get("recall", {})
+    facts = [
+        f"- recall accuracy (recalled adapter is the source session's): {_pct(recall.get('accuracy'))}"
+        f" of {recall.get('n', 0)} probes; an adapter above the threshold for "
+        f"{_pct(recall.get('above_threshold'))}",
+        f"- rag retrieval accuracy (best-matching session is the source): "
+        f"{_pct(summary.get('rag_retrieval_accuracy'))}",
+        f"- remember: {summary['remember']['sessions']} sessions, "
+        f"{summary['remember']['seconds_mean']} s and {summary['remember']['examples_mean']} "
+        "examples per session on average",
+    ]
+    md = [
+        "# rune bench memory",
+        "",
+        "## Accuracy per condition",
+        "",
+        markdown_table(condition_table(summary)),
+        "",
+        *facts,
+        "",
+        "## Accuracy per kind of quirk",
+        "",
+        markdown_table(kind_table(summary)),
+        "",
+        "## Configuration",
+        "",
+        *_config_lines(config),
+        "",
+        *(f"![{p.stem}]({p.name})" for p in plots),
+        "",
+    ]
+    atomic_write_text(out / "report.md", "\n".join(md))
+    images = "".join(
+        f'<p><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
+        for p in plots
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>rune bench memory</title>{_STYLE}"
+        f"</head><body><h1>rune bench memory</h1><h2>Accuracy per condition</h2>"
+        f"{html_table(condition_table(summary))}<ul>"
+        + "".join(f"<li>{html.escape(f[2:])}</li>" for f in facts)
+        + f"</ul><h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}{images}"
+        + "<h2>Configuration</h2><ul>"
+        + "".join(f"<li>{html.escape(c[2:])}</li>" for c in _config_lines(config))
+        + "</ul></body></html>\n"
+    )
+    atomic_write_text(out / "report.html", page)
+    return out / "report.md"
+
+
+def ablation_table(runs: dict[str, dict[str, Any]]) -> Table:
+    rows = []
+    for name, data in runs.items():
+        s, c = data["summary"], data["config"]
+        acc = s["accuracy"]
+        rows.append(
+            [
+                name,
+                str(c["train_steps"]),
+                str(c["lora_rank"]),
+                ",".join(c["target_modules"]),
+                "/".join(k for k, v in c["lessons"].items() if v) or "none",
+                *(
+                    f"{_pct(acc[k]['accuracy'])} ({_ci(acc[k])})"
+                    for k in ("none", "oracle_adapter", "recalled_adapter", "mismatched_adapter")
+                    if k in acc
+                ),
+                _pct(s["general_accuracy"].get("oracle_adapter", {}).get("accuracy")),
+                _pct(s["general_accuracy"].get("mismatched_adapter", {}).get("accuracy")),
+                str(s["remember"]["seconds_mean"]),
+            ]
+        )
+    return (
+        [
+            "variant",
+            "steps",
+            "rank",
+            "targets",
+            "lessons",
+            "none",
+            "oracle adapter",
+            "recalled adapter",
+            "mismatched adapter",
+            "general (base)",
+            "general (any adapter)",
+            "remember s/session",
+        ],
+        rows,
+    )
+
+
+def write_ablation_report(runs: dict[str, dict[str, Any]], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    table = ablation_table(runs)
+    names = list(runs)
+    plots = []
+    png = out / "ablation.png"
+    oracle = {n: runs[n]["summary"]["accuracy"]["oracle_adapter"] for n in names}
+    if _bar_plot(
+        png,
+        names,
+        {"oracle adapter": _series(oracle, names)},
+        "accuracy",
+        "Oracle-adapter accuracy per ablation (95% bootstrap CI)",
+    ):
+        plots.append(png)
+    first = next(iter(runs.values()))["config"]
+    md = [
+        "# rune bench memory --ablation",
+        "",
+        markdown_table(table),
+        "",
+        f"Sessions: {', '.join(first['sessions'])}; probes: {first['probes']}.",
+        "",
+        *(f"![{p.stem}]({p.name})" for p in plots),
+        "",
+    ]
+    atomic_write_text(out / "ablation.md", "\n".join(md))
+    images = "".join(
+        f'<p><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
+        for p in plots
+    )
+    atomic_write_text(
+        out / "ablation.html",
+        f"<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>rune bench memory --ablation</title>{_STYLE}</head><body>"
+        f"<h1>Ablations</h1>{html_table(table)}{images}</body></html>\n",
+    )
+    return out / "ablation.md"
+
+
+_STYLE = (
+    "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>"
+)

@@ -1,0 +1,112 @@
+"""The dataset generator: deterministic, varied, realistic enough to parse into episodes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rune_mcp.bench.dataset import generate, load_probes, validate_probe
+from rune_mcp.bench.quirks import KINDS
+from rune_mcp.capture import parse_path
+from rune_mcp.cli import main
+from rune_mcp.errors import UsageError
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
+    generate(tmp_path / "a", projects=2, seed=3)
+    generate(tmp_path / "b", projects=2, seed=3)
+    generate(tmp_path / "c", projects=2, seed=4)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert _tree(tmp_path / "a")["probes.jsonl"] != _tree(tmp_path / "c")["probes.jsonl"]
+
+
+def test_at_least_eight_kinds_of_quirk(dataset: Path) -> None:
+    manifest = json.loads((dataset / "dataset.json").read_text())
+    assert len(set(manifest["kinds"])) >= 8
+    assert set(manifest["kinds"]) <= set(KINDS)
+    assert manifest["seed"] == 7 and manifest["projects"] == 2
+
+
+def test_every_session_parses_into_one_episode_per_quirk(dataset: Path) -> None:
+    manifest = json.loads((dataset / "dataset.json").read_text())
+    for session in manifest["sessions"]:
+        traj = parse_path(dataset / "sessions" / f"{session['name']}.jsonl")
+        assert traj.format == "claude-code"
+        assert traj.project_name == session["project"]
+        assert traj.task.startswith(session["task"][:40])
+        assert len(traj.episodes) == len(session["quirks"]), session["name"]
+        assert all(ep.fix for ep in traj.episodes)
+
+
+def test_sessions_carry_real_transcript_noise(dataset: Path) -> None:
+    lines = [json.loads(line) for f in sorted((dataset / "sessions").glob("*.jsonl"))
+             for line in f.read_text().splitlines()]
+    types = {line["type"] for line in lines}
+    assert {"user", "assistant", "progress", "system", "file-history-snapshot"} <= types
+    ids = [line["message"]["id"] for line in lines if line["type"] == "assistant"]
+    assert len(ids) > len(set(ids)), "assistant messages are split over lines sharing message.id"
+    results = [line for line in lines if "toolUseResult" in line]
+    assert any(isinstance(r["toolUseResult"], dict) and "stdout" in r["toolUseResult"] for r in results)
+    assert any(isinstance(r["toolUseResult"], str) for r in results), "errors carry a string result"
+    assert max(len(r["message"]["content"][0]["content"]) for r in results) > 3000, "long tool output"
+    chain = {line["uuid"] for line in lines if "uuid" in line}
+    assert all(line["parentUuid"] in chain for line in lines if line.get("parentUuid"))
+
+
+def test_later_sessions_depend_on_earlier_ones(dataset: Path) -> None:
+    manifest = json.loads((dataset / "dataset.json").read_text())
+    by_project: dict[str, list[dict[str, object]]] = {}
+    for s in manifest["sessions"]:
+        by_project.setdefault(str(s["project"]), []).append(s)
+    for sessions in by_project.values():
+        assert sessions[0]["depends_on"] == []
+        assert all(s["depends_on"] == [p["name"]] for p, s in zip(sessions, sessions[1:], strict=False))
+
+
+def test_probes_are_valid_and_their_knowledge_is_in_the_source_session(dataset: Path) -> None:
+    probes = load_probes(dataset / "probes.jsonl")
+    assert len({p["id"] for p in probes}) == len(probes)
+    general = [p for p in probes if p["source_session"] is None]
+    assert len(general) >= 8
+    answers = {p["answer"] for p in probes}
+    assert len(answers) > 1, "answers are shuffled among positions"
+    for probe in probes:
+        if probe["source_session"] is None:
+            continue
+        text = (dataset / "sessions" / f"{probe['source_session']}.jsonl").read_text()
+        answer = probe["choices"][probe["answer"]]
+        question = probe["messages"][0]["content"]
+        given = question + probe["prefix"] + probe["task"]
+        words = [w for w in re.findall(r"[A-Za-z_][\w-]{3,}", answer) if w not in given]
+        found = answer.strip("`") in text or any(w in text for w in words)
+        assert found, (probe["id"], answer)
+        assert question not in text, "probes ask in other words"
+
+
+def test_bad_input_is_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="at least 2"):
+        generate(tmp_path, projects=1)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"}\n')
+    with pytest.raises(UsageError, match="keys"):
+        load_probes(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(UsageError, match="line 1"):
+        load_probes(bad)
+    probe = {"id": "p", "task": "t", "messages": [{"role": "user", "content": "q"}], "prefix": "",
+             "choices": ["a", "b"], "answer": 2, "source_session": None}
+    with pytest.raises(UsageError, match="outside"):
+        validate_probe(probe)
+
+
+def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "make-dataset", "--out", str(tmp_path / "d"), "--projects", "3", "--seed", "1"]) == 0
+    assert "9 sessions of 3 projects" in capsys.readouterr().out
+    assert len(list((tmp_path / "d" / "sessions").glob("*.jsonl"))) == 9
