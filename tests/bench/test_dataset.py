@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -46,8 +47,11 @@ def test_every_session_parses_into_one_episode_per_quirk(dataset: Path) -> None:
 
 
 def test_sessions_carry_real_transcript_noise(dataset: Path) -> None:
-    lines = [json.loads(line) for f in sorted((dataset / "sessions").glob("*.jsonl"))
-             for line in f.read_text().splitlines()]
+    lines = [
+        json.loads(line)
+        for f in sorted((dataset / "sessions").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
     types = {line["type"] for line in lines}
     assert {"user", "assistant", "progress", "system", "file-history-snapshot"} <= types
     ids = [line["message"]["id"] for line in lines if line["type"] == "assistant"]
@@ -67,7 +71,7 @@ def test_later_sessions_depend_on_earlier_ones(dataset: Path) -> None:
         by_project.setdefault(str(s["project"]), []).append(s)
     for sessions in by_project.values():
         assert sessions[0]["depends_on"] == []
-        assert all(s["depends_on"] == [p["name"]] for p, s in zip(sessions, sessions[1:], strict=False))
+        assert all(s["depends_on"] == [p["name"]] for p, s in itertools.pairwise(sessions))
 
 
 def test_probes_are_valid_and_their_knowledge_is_in_the_source_session(dataset: Path) -> None:
@@ -100,13 +104,22 @@ def test_bad_input_is_one_sentence(tmp_path: Path) -> None:
     bad.write_text("not json\n")
     with pytest.raises(UsageError, match="line 1"):
         load_probes(bad)
-    probe = {"id": "p", "task": "t", "messages": [{"role": "user", "content": "q"}], "prefix": "",
-             "choices": ["a", "b"], "answer": 2, "source_session": None}
+    probe = {
+        "id": "p",
+        "task": "t",
+        "messages": [{"role": "user", "content": "q"}],
+        "prefix": "",
+        "choices": ["a", "b"],
+        "answer": 2,
+        "source_session": None,
+    }
     with pytest.raises(UsageError, match="outside"):
         validate_probe(probe)
 
 
 def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "make-dataset", "--out", str(tmp_path / "d"), "--projects", "3", "--seed", "1"]) == 0
+    assert (
+        main(["bench", "make-dataset", "--out", str(tmp_path / "d"), "--projects", "3", "--seed", "1"]) == 0
+    )
     assert "9 sessions of 3 projects" in capsys.readouterr().out
     assert len(list((tmp_path / "d" / "sessions").glob("*.jsonl"))) == 9

@@ -1,0 +1,108 @@
+"""`rune bench memory --quick` end to end: remember, recall, score six conditions, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rune_mcp.bench.memory import CONDITIONS, bootstrap_ci, select_sessions, trajectory_text, with_context
+from rune_mcp.capture import parse_path
+from rune_mcp.cli import main
+from rune_mcp.errors import UsageError
+
+
+def test_bootstrap_interval_brackets_the_mean() -> None:
+    low, high = bootstrap_ci([True] * 30 + [False] * 10)
+    assert low < 0.75 < high and low > 0.5 and high < 0.95
+    assert bootstrap_ci([True] * 5) == (1.0, 1.0)
+
+
+def test_quick_picks_one_session_of_two_projects(dataset: Path) -> None:
+    paths = sorted((dataset / "sessions").glob("*.jsonl"))
+    chosen = select_sessions(paths, quick=True)
+    assert len(chosen) == 2 and chosen[0].stem.rsplit("-", 1)[0] != chosen[1].stem.rsplit("-", 1)[0]
+    assert select_sessions(paths, quick=False) == paths
+
+
+def test_trajectory_text_holds_the_fix_and_context_goes_first(dataset: Path) -> None:
+    path = sorted((dataset / "sessions").glob("*.jsonl"))[0]
+    traj = parse_path(path)
+    text = trajectory_text(traj)
+    assert traj.task in text and "$ " in text and "Error: " in text
+    messages = with_context([{"role": "user", "content": "question?"}], text)
+    assert messages[0]["content"].endswith("question?") and text in messages[0]["content"]
+
+
+def test_bad_folders_are_one_sentence(tmp_path: Path, dataset: Path) -> None:
+    from rune_mcp.bench.memory import run
+    from rune_mcp.config import load_settings
+
+    class Args:
+        sessions = tmp_path
+        probes = dataset / "probes.jsonl"
+        quick = True
+        ablation = False
+        json = None
+        report = None
+
+    with pytest.raises(UsageError, match="no \\*.jsonl"):
+        run(Args(), load_settings())  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_quick_memory_benchmark_end_to_end(dataset: Path, tmp_path: Path) -> None:
+    out, report = tmp_path / "memory.json", tmp_path / "report"
+    rc = main(
+        [
+            "bench",
+            "memory",
+            "--sessions",
+            str(dataset / "sessions"),
+            "--probes",
+            str(dataset / "probes.jsonl"),
+            "--quick",
+            "--json",
+            str(out),
+            "--report",
+            str(report),
+        ]
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert set(data) == {"config", "results", "summary"}
+    assert len(data["config"]["sessions"]) == 2 and data["config"]["quick"]
+    rows = data["results"]
+    keys = {"probe_id", "condition", "source_session", "correct", "scores", "adapter_id", "context_tokens"}
+    assert all(keys <= set(r) for r in rows)
+    assert {r["condition"] for r in rows} == set(CONDITIONS)
+    adapters = set(data["config"]["adapters"].values())
+    for r in rows:
+        if r["condition"] == "oracle_adapter" and r["source_session"]:
+            assert r["adapter_id"] == data["config"]["adapters"][r["source_session"]]
+        if r["condition"] == "mismatched_adapter":
+            assert r["adapter_id"] in adapters
+            assert r["adapter_id"] != data["config"]["adapters"].get(r["source_session"] or "")
+        if r["condition"] in ("none", "rag", "full_context"):
+            assert r["adapter_id"] is None
+        if r["condition"] in ("rag", "full_context") and r["source_session"]:
+            assert r["context_tokens"] > 200
+    summary = data["summary"]
+    for cond in CONDITIONS:
+        acc = summary["accuracy"][cond]
+        assert acc["n"] > 0 and 0.0 <= acc["accuracy"] <= 1.0
+        assert acc["ci95"][0] <= acc["accuracy"] <= acc["ci95"][1]
+        assert summary["general_accuracy"][cond]["n"] > 0
+    assert summary["context_tokens"]["none"] == 0 < summary["context_tokens"]["full_context"]
+    assert 0.0 <= summary["recall"]["accuracy"] <= 1.0
+    # the base model is the same weights under `none` and under `oracle_adapter` of a general probe
+    by = {(r["probe_id"], r["condition"]): r for r in rows}
+    for r in rows:
+        if r["source_session"] is None and r["condition"] == "oracle_adapter":
+            assert r["scores"] == by[(r["probe_id"], "none")]["scores"]
+    for name in ("report.md", "report.html", "accuracy.png", "context_tokens.png"):
+        assert (report / name).stat().st_size > 0
+    assert "95% CI" in (report / "report.md").read_text()

@@ -1,0 +1,63 @@
+"""Probe scoring on the served llama.cpp weights: KV reuse gives the same numbers as a full pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rune_mcp.bench.scoring import count_tokens, score_choices, truncate_tokens
+from rune_mcp.config import load_settings
+from rune_mcp.errors import InputError
+from rune_mcp.runtime import get_backend
+from rune_mcp.runtime.base import Backend
+
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+PREFIX = "The capital of France is "
+CHOICES = ["Paris", "Berlin", "a large city in Spain"]
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    return get_backend(load_settings(), "llamacpp")
+
+
+def _reference(backend: Backend, choice: str) -> float:
+    """Mean log-probability of `choice` from one full pass with every position's logits."""
+    llm = backend._llm  # type: ignore[attr-defined]
+    prompt = backend._tokens(MESSAGES)  # type: ignore[attr-defined]
+    tail = llm.tokenize((PREFIX + choice).encode(), add_bos=False, special=False)
+    alone = llm.tokenize(PREFIX.encode(), add_bos=False, special=False)
+    k = 0
+    while tail[k] == alone[k]:
+        k += 1
+    text = llm.detokenize(prompt, special=True).decode() + PREFIX + choice
+    logits = backend.logits(text)  # type: ignore[attr-defined]
+    assert logits.shape[0] == len(prompt) + len(tail)
+    rows = logits[len(prompt) + k - 1 : -1].astype(np.float64)
+    logz = np.log(np.exp(rows - rows.max(1, keepdims=True)).sum(1)) + rows.max(1)
+    picked = rows[np.arange(len(tail) - k), tail[k:]]
+    return float((picked - logz).mean())
+
+
+def test_scores_match_a_full_forward_pass(backend: Backend) -> None:
+    res = score_choices(backend, MESSAGES, PREFIX, CHOICES)
+    assert len(res.scores) == len(CHOICES) and all(s < 0 for s in res.scores)
+    for choice, score in zip(CHOICES, res.scores, strict=True):
+        assert score == pytest.approx(_reference(backend, choice), abs=2e-3)
+
+
+def test_the_model_knows_an_easy_fact_and_scores_are_repeatable(backend: Backend) -> None:
+    first = score_choices(backend, MESSAGES, PREFIX, CHOICES)
+    again = score_choices(backend, MESSAGES, PREFIX, CHOICES)
+    assert first.best() == 0
+    assert first.scores == again.scores
+    assert first.tokens[2] > first.tokens[0], "longer choices are averaged over more tokens"
+
+
+def test_truncation_and_bad_input(backend: Backend) -> None:
+    text = " ".join(f"word{i}" for i in range(2000))
+    short = truncate_tokens(backend, text, 100)
+    assert count_tokens(backend, short) <= 110 and short.startswith("word0") and short.endswith("word1999")
+    assert truncate_tokens(backend, "short text", 100) == "short text"
+    with pytest.raises(InputError):
+        score_choices(backend, MESSAGES, PREFIX, ["Paris", ""])
