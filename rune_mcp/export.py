@@ -132,7 +132,7 @@ def gguf_tensors(
         if a is None or b is None:
             raise InputError(f"layer {layer} {module} has only one of lora_A/lora_B; the adapter "
                              "is incomplete.")
-        if layer >= base.n_layers or a.shape[0] != rank or b.shape[1] != rank:
+        if layer >= base.n_layers or not _fits(module, a.shape, b.shape, base, rank):
             raise InputError(f"layer {layer} {module} (A {a.shape}, B {b.shape}) does not fit "
                              f"{base.name} ({base.n_layers} layers) at rank {rank}; the adapter "
                              "was trained for another base model.")
@@ -142,6 +142,17 @@ def gguf_tensors(
         named.append((f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float16)))
         named.append((f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float16)))
     return named
+
+
+def _fits(module: str, a: tuple[int, ...], b: tuple[int, ...], base: BaseModelInfo,
+          rank: int) -> bool:
+    """Whether A (r x in) and B (out x r) have the shapes this module has in `base`."""
+    hidden = base.embedding_length
+    kv = base.n_head_kv * hidden // max(base.n_head, 1)
+    want_in = {"down_proj": None}.get(module, hidden)  # the MLP width is not in BaseModelInfo
+    want_out = {"k_proj": kv, "v_proj": kv, "gate_proj": None, "up_proj": None}.get(module, hidden)
+    return (a[0] == rank and b[1] == rank and want_in in (None, a[1])
+            and want_out in (None, b[0]))
 
 
 def export_gguf(peft_dir: Path, base: BaseModelInfo, out: Path) -> Path:

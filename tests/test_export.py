@@ -54,14 +54,14 @@ def test_transformers_and_llama_cpp_agree_with_the_adapter(
     lc_base, hf_base = llama.logits(TEXT), hf.logits(TEXT)
     lc_lora, hf_lora = llama.logits(TEXT, with_lora), hf.logits(TEXT, with_lora)
     # the adapter really changes the model, and both runtimes change it the same way
-    assert (hf_lora.argmax(-1) != hf_base.argmax(-1)).mean() > 0.05
+    assert np.abs(hf_lora - hf_base).max() > 1.0
     assert _corr(lc_base, hf_base) > 0.99
     assert _corr(lc_lora, hf_lora) > 0.99
-    assert (lc_lora.argmax(-1) == hf_lora.argmax(-1)).mean() >= 0.9
+    assert _corr(lc_lora - lc_base, hf_lora - hf_base) > 0.9
+    assert (lc_lora.argmax(-1) == hf_lora.argmax(-1)).mean() >= 0.95
     lc_text = llama.generate(PROMPT, max_tokens=24, adapters=with_lora).text
     hf_text = hf.generate(PROMPT, max_tokens=24, adapters=with_lora).text
     assert lc_text == hf_text
-    assert lc_text != llama.generate(PROMPT, max_tokens=24, adapters=()).text
 
 
 def test_removing_the_adapter_restores_base_logits_exactly(
@@ -73,6 +73,20 @@ def test_removing_the_adapter_restores_base_logits_exactly(
     assert np.array_equal(before, after)
 
 
+def _qk_only(src: Path, dst: Path) -> Path:
+    """The q/k part of a PEFT adapter, where the permutation is all that matters."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    dst.mkdir()
+    save_file({k: v for k, v in tensors.items() if ".q_proj." in k or ".k_proj." in k},
+              str(dst / "adapter_model.safetensors"))
+    config = json.loads((src / "adapter_config.json").read_text())
+    (dst / "adapter_config.json").write_text(
+        json.dumps({**config, "target_modules": ["q_proj", "k_proj"]}))
+    return dst
+
+
 def test_without_the_qk_permutation_llama_cpp_disagrees(
     adapter_a: AdapterSpec, base: BaseModelInfo, llama: LlamaCppBackend, hf: TransformersBackend,
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -80,14 +94,17 @@ def test_without_the_qk_permutation_llama_cpp_disagrees(
     """Guards the permutation: skipping it must visibly break agreement (so the test above can
     fail)."""
     assert adapter_a.peft_dir is not None
+    folder = _qk_only(adapter_a.peft_dir, tmp_path / "qk")
+    permuted = AdapterSpec("qk", base.fingerprint, folder,
+                           export_gguf(folder, base, tmp_path / "qk.gguf"))
     monkeypatch.setattr("rune_mcp.export.PERMUTED_ARCHS", frozenset())
-    unpermuted = export_gguf(adapter_a.peft_dir, base, tmp_path / "unpermuted.gguf")
-    spec = AdapterSpec("unpermuted", base.fingerprint, adapter_a.peft_dir, unpermuted)
-    good = _corr(llama.logits(TEXT, [(adapter_a, 1.0)]) - llama.logits(TEXT),
-                 hf.logits(TEXT, [(adapter_a, 1.0)]) - hf.logits(TEXT))
-    bad = _corr(llama.logits(TEXT, [(spec, 1.0)]) - llama.logits(TEXT),
-                hf.logits(TEXT, [(adapter_a, 1.0)]) - hf.logits(TEXT))
-    assert good > bad + 0.2
+    unpermuted = AdapterSpec("qk-unpermuted", base.fingerprint, folder,
+                             export_gguf(folder, base, tmp_path / "qk-unpermuted.gguf"))
+    lc_base, hf_base = llama.logits(TEXT), hf.logits(TEXT)
+    hf_delta = hf.logits(TEXT, [(permuted, 1.0)]) - hf_base
+    good = _corr(llama.logits(TEXT, [(permuted, 1.0)]) - lc_base, hf_delta)
+    bad = _corr(llama.logits(TEXT, [(unpermuted, 1.0)]) - lc_base, hf_delta)
+    assert good > 0.5 and bad < good - 0.3, (good, bad)
 
 
 def test_permute_rows_interleaves_the_rotary_halves_per_head() -> None:

@@ -37,7 +37,7 @@ def runtime_settings(home: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def make_smollm_adapter(derived: Path, out: Path, seed: int, sigma: float = 0.02) -> Path:
+def make_smollm_adapter(derived: Path, out: Path, seed: int, sigma: float = 0.04) -> Path:
     """A PEFT LoRA of the real base whose B matrices are seeded noise of scale `sigma`."""
     import torch
     from peft import LoraConfig, get_peft_model

@@ -1,0 +1,123 @@
+"""Run with memory: recall the adapter for a task, put it on the base model, answer.
+
+This is the whole point of Rune in one call: the task (or the prompt itself) is embedded, the
+library returns the most similar adapter above the similarity threshold, the runtime swaps it
+in, and the answer comes back with where each millisecond went. `adapter="none"` answers with
+the bare base model; an explicit id uses exactly that adapter (verified, and refused if it
+was trained for another base).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rune_mcp.config import Settings
+from rune_mcp.errors import UsageError
+from rune_mcp.runtime.base import AdapterSpec, Backend, Message, check_base
+
+
+@dataclass
+class RunResult:
+    """An answer, the adapter that shaped it (None for the bare base) and the timings (ms)."""
+
+    text: str
+    adapter_id: str | None
+    similarity: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+    backend: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    task: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "adapter_id": self.adapter_id,
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "backend": self.backend,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+class _TimedEmbedder:
+    """Wraps the process's embedder so recall's own embedding call is timed, not repeated."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name: str = inner.name
+        self.dim: int = inner.dim
+        self.seconds = 0.0
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        start = time.perf_counter()
+        try:
+            return list(self.inner.embed(texts))
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def choose_adapter(
+    settings: Settings, query: str, adapter: str, fingerprint: str, timings: dict[str, float]
+) -> tuple[AdapterSpec | None, float | None]:
+    """The adapter to use (or None) and its similarity; fills `embed` and `recall` timings."""
+    from rune_mcp.library import Library, get_embedder
+
+    timings.setdefault("embed", 0.0)
+    timings.setdefault("recall", 0.0)
+    if adapter == "none":
+        return None, None
+    if adapter != "auto":
+        start = time.perf_counter()
+        record = Library.open(settings).get(adapter)  # unknown id / bad digest raise here
+        spec = AdapterSpec.from_record(record)
+        check_base(spec, fingerprint)
+        timings["recall"] = (time.perf_counter() - start) * 1000
+        return spec, None
+    embedder = _TimedEmbedder(get_embedder(settings))
+    start = time.perf_counter()
+    hits = Library.open(settings, embedder=embedder).recall(query, k=1,
+                                                            base_fingerprint=fingerprint)
+    total = time.perf_counter() - start
+    timings["embed"] = embedder.seconds * 1000
+    timings["recall"] = (total - embedder.seconds) * 1000
+    if not hits:
+        return None, None
+    spec = AdapterSpec.from_record(hits[0].record.verify())
+    check_base(spec, fingerprint)
+    return spec, hits[0].similarity
+
+
+def run_with_memory(
+    settings: Settings,
+    prompt: str,
+    task: str | None = None,
+    adapter: str = "auto",
+    max_tokens: int | None = None,
+    backend: Backend | None = None,
+    messages: Sequence[Message] | None = None,
+) -> RunResult:
+    """Answer `prompt` with the adapter recalled for `task` (or the prompt), one given by id,
+    or none (`adapter="none"`). Greedy decoding, so the same call gives the same answer."""
+    if not prompt or not prompt.strip():
+        raise UsageError("the prompt is empty; say what the model should do.")
+    if not adapter or not adapter.strip():
+        raise UsageError("adapter must be 'auto', 'none' or an adapter id.")
+    from rune_mcp.runtime import get_backend
+
+    engine = backend or get_backend(settings)
+    timings: dict[str, float] = {}
+    query = task.strip() if task and task.strip() else prompt
+    spec, similarity = choose_adapter(settings, query, adapter.strip(), engine.fingerprint, timings)
+    chat = list(messages) if messages else [{"role": "user", "content": prompt}]
+    out = engine.generate(chat, max_tokens=max_tokens or settings.max_tokens,
+                          adapters=[(spec, 1.0)] if spec else ())
+    timings.update(out.timings)
+    return RunResult(text=out.text, adapter_id=spec.adapter_id if spec else None,
+                     similarity=similarity, timings=timings, backend=engine.name,
+                     prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
+                     task=task)
