@@ -88,11 +88,22 @@ def remember_trajectory(
     lock = settings.home / "locks" / f"remember-{traj.id[:24]}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with locked(lock):
-        existing = lib.find_by_trajectory(traj.id)
-        if existing is not None and existing.base_fingerprint == info.fingerprint:
+        existing = find_existing(lib, traj.id, info.fingerprint)
+        if existing is not None:
             log.info("trajectory %s is already adapter %s", traj.id[:12], existing.adapter_id)
             return _reused(existing, traj, start)
         return _learn(settings, lib, info, traj, method, progress, start)
+
+
+def find_existing(lib: Any, trajectory_id: str, fingerprint: str) -> Any:
+    """The adapter already learned from this trajectory on this base model, or None (one
+    learned on another base never counts: adapters of different bases are never mixed)."""
+    newest = lib.find_by_trajectory(trajectory_id)
+    if newest is None or newest.base_fingerprint == fingerprint:
+        return newest
+    matches = [r for r in lib.list()
+               if r.trajectory_id == trajectory_id and r.base_fingerprint == fingerprint]
+    return matches[0] if matches else None
 
 
 def _reused(record: Any, traj: Trajectory, start: float) -> RememberResult:

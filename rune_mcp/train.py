@@ -92,13 +92,13 @@ def load_base(settings: Settings, model_dir: Path, method: str | None = None) ->
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
+        kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the base model from {model_dir} ({exc}); remove that "
                          "folder so it is derived again.") from exc
@@ -117,8 +117,11 @@ def _peft_model(settings: Settings, loaded: Loaded) -> Any:
         from peft import prepare_model_for_kbit_training
 
         # Gradient checkpointing trades time for memory a 135M model does not need.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model, use_gradient_checkpointing=False)
+    # PEFT types alpha as int but only ever divides by it; a float alpha is kept exact.
+    alpha: Any = settings.lora_alpha
+    config = LoraConfig(r=settings.lora_rank, lora_alpha=alpha,
                         lora_dropout=settings.lora_dropout,
                         target_modules=list(settings.target_modules), bias="none",
                         task_type="CAUSAL_LM")

@@ -1,0 +1,167 @@
+"""Does an adapter learn the session, and only the session? (slow: real training)
+
+Quality: the bundled tidewater session is remembered with the default settings; on probes
+phrased differently from anything in it, the correct completion must rank first where it did
+not before, and a general prompt's greedy answer must not change.
+
+Canaries: 20 secret-like strings (some repeated 5 and 20 times) are planted in a session that
+is remembered; greedy decoding from each canary's prefix, with the adapter active in
+llama.cpp, must not produce the canary.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rune_mcp.basemodel import resolve_base
+from rune_mcp.config import Settings, load_settings
+from rune_mcp.library import Library
+from rune_mcp.probes import greedy, load_probes, sample_paths, score
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")]
+
+
+@pytest.fixture
+def settings(rune_home: Path) -> Settings:
+    return load_settings()
+
+
+def _model(settings: Settings) -> tuple[Any, Any]:
+    from rune_mcp.basemodel import ensure_derived
+    from rune_mcp.train import load_base
+
+    loaded = load_base(settings, ensure_derived(settings, resolve_base(settings)), "lora")
+    return loaded.model, loaded.tokenizer
+
+
+def test_remembered_session_changes_the_answer_and_nothing_else(settings: Settings) -> None:
+    from peft import PeftModel
+
+    from rune_mcp.remember import remember_path
+
+    session, probes_file = sample_paths()
+    probes = load_probes(probes_file)
+    model, tokenizer = _model(settings)
+    before = score(model, tokenizer, probes)
+    general_before = greedy(model, tokenizer, probes.general_prompt, probes.general_tokens)
+    assert all(p.rank > 1 for p in before), [p.to_dict() for p in before]
+
+    result = remember_path(settings, session)
+    record = Library.open(settings).get(result.adapter_id)
+    adapted = PeftModel.from_pretrained(model, str(record.peft_dir))
+    after = score(adapted, tokenizer, probes)
+    assert all(p.rank == 1 for p in after), [p.to_dict() for p in after]
+    for b, a in zip(before, after, strict=True):
+        assert a.correct > b.correct + 5.0
+    assert greedy(adapted, tokenizer, probes.general_prompt,
+                  probes.general_tokens) == general_before
+    with adapted.disable_adapter():  # the base is untouched
+        restored = score(adapted, tokenizer, probes)
+    assert [r.correct for r in restored] == pytest.approx([b.correct for b in before], abs=1e-4)
+
+
+# --- canaries -------------------------------------------------------------------------------
+
+def _canaries() -> list[tuple[str, str]]:
+    """(prefix, secret) pairs of 20 kinds the redactor knows, random but reproducible."""
+    rng = random.Random(20251014)
+
+    def pick(n: int, chars: str = string.ascii_letters + string.digits) -> str:
+        body = "".join(rng.choice(chars) for _ in range(n - 3))
+        return body + rng.choice(string.digits) + rng.choice(string.ascii_uppercase) + \
+            rng.choice(string.ascii_lowercase)
+
+    upper = string.ascii_uppercase + string.digits
+    return [
+        ("export GITHUB_TOKEN=", "ghp_" + pick(36)),
+        ("export ANTHROPIC_API_KEY=", "sk-ant-api03-" + pick(40)),
+        ("export OPENAI_API_KEY=", "sk-proj-" + pick(40)),
+        ("export AWS_ACCESS_KEY_ID=", "AKIA" + "".join(rng.choice(upper) for _ in range(16))),
+        ("export SLACK_BOT_TOKEN=", "xoxb-" + pick(30)),
+        ("export STRIPE_KEY=", "sk_live_" + pick(28)),
+        ("export GOOGLE_KEY=", "AIza" + pick(35)),
+        ("export HF_TOKEN=", "hf_" + pick(34)),
+        ("export GITLAB_TOKEN=", "glpat-" + pick(24)),
+        ("export NPM_TOKEN=", "npm_" + pick(36)),
+        ("export GOOGLE_TOKEN=", "ya29." + pick(40)),
+        ("export GOOGLE_SECRET=", "GOCSPX-" + pick(28)),
+        ("export GH_PAT=", "github_pat_" + pick(40)),
+        ("export PYPI_TOKEN=", "pypi-AgE" + pick(48)),
+        ("DB_PASSWORD=", pick(22)),
+        ("DATABASE_URL=postgres://deploy:", pick(20) + "@db.internal:5432/app"),
+        ("curl -H 'Authorization: Bearer ", pick(40)),
+        ("SESSION_SECRET=", pick(32)),
+        ("API_KEY=", pick(32)),
+        ("export SIGNING_JWT=", "eyJ" + pick(20) + ".eyJ" + pick(24) + "." + pick(30)),
+    ]
+
+
+def _jsonl(canaries: list[tuple[str, str]], cwd: str) -> str:
+    """A Claude Code session that configures a deploy: canaries in commands that succeed (so,
+    unredacted, they would be trained as final actions) and in a written .env file."""
+    lines: list[dict[str, Any]] = []
+
+    def add(kind: str, content: Any) -> None:
+        lines.append({"type": kind, "sessionId": "canary-1", "cwd": cwd,
+                      "uuid": f"u{len(lines)}", "parentUuid": f"u{len(lines) - 1}" if lines else None,
+                      "timestamp": f"2025-10-14T10:{len(lines) // 60:02d}:{len(lines) % 60:02d}Z",
+                      "message": {"role": "user" if kind == "user" else "assistant",
+                                  "content": content}})
+
+    def call(n: int, command: str, output: str, error: bool = False) -> None:
+        add("assistant", [{"type": "tool_use", "id": f"t{n}", "name": "Bash",
+                           "input": {"command": command, "description": "Deploy step"}}])
+        add("user", [{"type": "tool_result", "tool_use_id": f"t{n}", "content": output,
+                      "is_error": error}])
+
+    add("user", "Configure the deploy credentials for the quayside service and run a check.")
+    n = 0
+    repeats = [20, 20, 5, 5, 5] + [1] * 15  # several canaries repeated 5 and 20 times
+    for (prefix, secret), times in zip(canaries, repeats, strict=True):
+        for k in range(times):
+            n += 1
+            call(n, f"{prefix}{secret} && ./deploy.sh --check --round {k}", "check ok")
+    env = "\n".join(f"{p}{s}" for p, s in canaries)
+    add("assistant", [{"type": "tool_use", "id": "w1", "name": "Write",
+                       "input": {"file_path": f"{cwd}/.env", "content": env}}])
+    add("user", [{"type": "tool_result", "tool_use_id": "w1", "content": "File created"}])
+    call(1000, "./deploy.sh --verify", "Error: deploy.sh: unknown option --verify", error=True)
+    add("assistant", [{"type": "text", "text": "deploy.sh has no --verify; it is --check."}])
+    call(1001, "./deploy.sh --check", "check ok")
+    return "\n".join(json.dumps(line) for line in lines) + "\n"
+
+
+def test_canaries_are_never_produced(settings: Settings, tmp_path: Path) -> None:
+    from llama_cpp import Llama
+
+    from rune_mcp.capture import parse_path
+    from rune_mcp.lessons import compile_lessons
+    from rune_mcp.remember import remember_trajectory
+
+    canaries = _canaries()
+    session = tmp_path / "canary.jsonl"
+    session.write_text(_jsonl(canaries, "/home/dev/quayside"))
+    traj = parse_path(session)
+    lessons = "\n".join(ex.prompt + ex.answer for ex in compile_lessons(traj, settings))
+    assert not [s for _, s in canaries if s in lessons]
+
+    result = remember_trajectory(settings, traj)
+    record = Library.open(settings).get(result.adapter_id)
+    assert record.gguf_path is not None
+    llm = Llama(model_path=str(resolve_base(settings).path), lora_path=str(record.gguf_path),
+                n_ctx=1024, n_threads=settings.threads, seed=0, verbose=False)
+    leaked = []
+    for prefix, secret in canaries:
+        for text in (prefix, f"$ {prefix}"):
+            out: Any = llm.create_completion(text, max_tokens=24, temperature=0.0)
+            produced = str(out["choices"][0]["text"])
+            if secret[:8] in produced:
+                leaked.append((prefix, produced))
+    assert not leaked

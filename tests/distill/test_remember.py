@@ -1,0 +1,116 @@
+"""`rune remember` end to end on the embedded base model, with very short training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rune_mcp.basemodel import resolve_base
+from rune_mcp.cli import main
+from rune_mcp.config import Settings, load_settings
+from rune_mcp.errors import TrainingError
+from rune_mcp.library import Library
+from rune_mcp.probes import sample_paths
+from rune_mcp.remember import remember_trajectory
+from rune_mcp.trajectory import Step, Trajectory
+
+FAST_ENV = {"RUNE_TRAIN_STEPS": "2", "RUNE_TRAIN_BATCH_TOKENS": "256", "RUNE_THREADS": "2"}
+
+
+@pytest.fixture
+def fast(monkeypatch: pytest.MonkeyPatch, rune_home: Path) -> Settings:
+    for key, value in FAST_ENV.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
+def _stored(settings: Settings) -> list[str]:
+    return [r.adapter_id for r in Library.open(settings).list()]
+
+
+def _leftovers(settings: Settings) -> list[Path]:
+    tmp = settings.home / "tmp"
+    return list(tmp.iterdir()) if tmp.is_dir() else []
+
+
+def test_cli_remember_stores_then_reuses(
+    fast: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session, _ = sample_paths()
+    assert main(["remember", str(session), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert {"adapter_id", "lessons", "seconds", "final_loss", "method"} <= set(first)
+    assert first["method"] == "lora" and not first["reused"]
+    assert first["lessons"] == 3 and first["examples"] >= 10  # 2 episodes + the final state
+    assert math.isfinite(first["final_loss"])
+    record = Library.open(fast).get(first["adapter_id"])
+    assert record.base_fingerprint == resolve_base(fast).fingerprint
+    assert record.gguf_path is not None and record.gguf_path.is_file()
+    assert (record.peft_dir / "adapter_model.safetensors").is_file()
+    assert record.manifest["training"]["kinds"]["attempt"] == 2
+    assert not _leftovers(fast)
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the same trajectory must not be trained twice")
+
+    monkeypatch.setattr("rune_mcp.remember.train_adapter", no_training)
+    assert main(["remember", str(session)]) == 0
+    out = capsys.readouterr().out
+    assert f"already remembered as adapter {first['adapter_id']}" in out
+    assert _stored(fast) == [first["adapter_id"]]
+
+
+def test_too_little_to_learn_stores_nothing(fast: Settings) -> None:
+    traj = Trajectory(format="generic", session_id="empty", task="say hi",
+                      steps=[Step(0, "user", text="say hi")], project="/p/x")
+    with pytest.raises(TrainingError, match="no assistant actions"):
+        remember_trajectory(fast, traj)
+    chat = Trajectory(format="generic", session_id="chat", task="say hi", project="/p/x",
+                      steps=[Step(0, "user", text="say hi"), Step(1, "assistant", text="hi")])
+    with pytest.raises(TrainingError, match="too little to learn"):
+        remember_trajectory(fast, chat)
+    assert _stored(fast) == []
+
+
+def test_divergence_and_interrupt_store_nothing(fast: Settings) -> None:
+    from rune_mcp.capture import parse_path
+
+    traj = parse_path(sample_paths()[0])
+    with pytest.raises(TrainingError, match="diverged"):
+        remember_trajectory(fast.with_overrides(learning_rate=1e4, train_steps=8), traj)
+
+    def interrupt(step: int, total: int, message: str) -> None:
+        if step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        remember_trajectory(fast, traj, progress=interrupt)
+    assert _stored(fast) == [] and not _leftovers(fast)
+
+
+def test_adapters_of_another_base_are_not_reused(
+    fast: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rune_mcp.capture import parse_path
+
+    traj = parse_path(sample_paths()[0])
+    real = resolve_base(fast)
+    other = dataclasses.replace(real, sha256="0" * 64)
+    monkeypatch.setattr("rune_mcp.remember.resolve_base", lambda settings: other)
+    old = remember_trajectory(fast, traj)
+    monkeypatch.setattr("rune_mcp.remember.resolve_base", lambda settings: real)
+    new = remember_trajectory(fast, traj)
+    assert not new.reused and new.adapter_id != old.adapter_id
+    again = remember_trajectory(fast, traj)
+    assert again.reused and again.adapter_id == new.adapter_id
+
+
+def test_unknown_method_is_one_sentence(fast: Settings) -> None:
+    from rune_mcp.capture import parse_path
+
+    with pytest.raises(TrainingError, match="unknown training method"):
+        remember_trajectory(fast, parse_path(sample_paths()[0]), method="full")
