@@ -50,4 +50,51 @@ def run_demo(settings: Settings) -> int:
     tokens = int(out["usage"]["completion_tokens"])  # type: ignore[index]
     print(f"\n  {tokens} tokens in {seconds:.2f} s ({tokens / max(seconds, 1e-9):.0f} tokens/s)",
           file=sys.stderr)
+    return remember_demo(settings)
+
+
+def remember_demo(settings: Settings) -> int:
+    """Parse the bundled sample session, remember it, and show the probe scores before and
+    after. It runs in a temporary library so the demo never touches the user's own."""
+    import tempfile
+    from pathlib import Path
+
+    from rune_mcp.basemodel import ensure_derived
+    from rune_mcp.capture import parse_path
+    from rune_mcp.library import Library
+    from rune_mcp.probes import load_probes, sample_paths, score
+    from rune_mcp.remember import get_loaded, remember_trajectory
+
+    session, probes_file = sample_paths()
+    _step("Parsing a sample session (a fictional project, two quirks learned through errors)")
+    traj = parse_path(session)
+    print(f"  {session.name}: project {traj.project_name}, {len(traj.steps)} steps, "
+          f"{len(traj.episodes)} error -> fix episodes")
+    probes = load_probes(probes_file)
+    _step("Scoring probes on the base model (log-likelihood; rank 1 = the model's first choice)")
+    info = resolve_base(settings)
+    ensure_derived(settings, info)
+    loaded = get_loaded(settings, info, "lora")
+    before = score(loaded.model, loaded.tokenizer, probes)
+    with tempfile.TemporaryDirectory(prefix="rune-demo-") as home:
+        local = settings.with_overrides(home=Path(home))
+        _step("Remembering the session (compile lessons -> LoRA -> GGUF -> library)")
+        result = remember_trajectory(local, traj, progress=_demo_progress)
+        print(f"  adapter {result.adapter_id[:16]}: {result.lessons} lessons, "
+              f"{result.examples} examples, final loss {result.final_loss:.3f}, "
+              f"{result.seconds:.0f} s")
+        from peft import PeftModel
+
+        record = Library.open(local).get(result.adapter_id)
+        adapted = PeftModel.from_pretrained(loaded.model, str(record.peft_dir))
+        after = score(adapted, loaded.tokenizer, probes)
+    _step("Probe scores before -> after")
+    for probe, b, a in zip(probes.probes, before, after, strict=True):
+        print(f"  {probe.name:13} correct `{probe.correct}`: {b.correct:7.1f} -> {a.correct:7.1f}"
+              f"   rank {b.rank} -> {a.rank} of {1 + len(probe.wrong)}")
     return 0
+
+
+def _demo_progress(step: int, total: int, message: str) -> None:
+    if not total or step == total or step % 5 == 0:
+        print(f"  {message}", file=sys.stderr, flush=True)
