@@ -129,13 +129,23 @@ def remember_all(settings: Settings, paths: Sequence[Path], say: Callable[[str],
     for i, path in enumerate(paths, 1):
         traj = parse_path(path)
         start = time.perf_counter()
-        res = remember_trajectory(settings, traj)
+        res = remember_trajectory(settings, traj, progress=_progress(say, path.stem))
         out.append(Session(path.stem, traj, res.adapter_id, time.perf_counter() - start, res.examples))
         say(
             f"remembered {path.stem} ({i}/{len(paths)}): adapter {res.adapter_id[:12]}, "
             f"{res.examples} examples, {out[-1].seconds:.1f} s"
         )
     return out
+
+
+def _progress(say: Callable[[str], None], name: str) -> Callable[[int, int, str], None]:
+    """Training progress every few steps, so a long run shows it is alive."""
+
+    def report(step: int, total: int, message: str) -> None:
+        if total and (step % 5 == 0 or step == total):
+            say(f"  {name}: {message}")
+
+    return report
 
 
 # --- scoring ---------------------------------------------------------------------------------------
