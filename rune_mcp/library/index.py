@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,11 +227,37 @@ class AdapterIndex:
     def count(self) -> int:
         return int(self._call("count"))
 
-    def query(self, vector: list[float], k: int, where: dict[str, Any]) -> list[tuple[str, float]]:
-        """Up to `k` (id, cosine similarity) pairs matching `where`, most similar first."""
+    def query(
+        self,
+        vector: list[float],
+        k: int,
+        where: dict[str, Any],
+        accept: Callable[[dict[str, Any]], bool],
+    ) -> list[tuple[str, float]]:
+        """Up to `k` (id, cosine similarity) pairs whose metadata match, most similar first.
+
+        `where` and `accept` state the same filter, for Chroma and in Python. Chroma's filtered
+        search first collects every matching id (measured at 10,000 records: 126 ms against
+        3 ms unfiltered), and usually nearly every adapter matches (same base model), so the
+        nearest few are fetched unfiltered and filtered here; only when too few survive does
+        Chroma run the exact filtered search.
+        """
         total = self.count()
         if total == 0:
             return []
+        wide = min(total, max(4 * k, 20))
+        result = self._call(
+            "query", query_embeddings=[vector], n_results=wide, include=["distances", "metadatas"]
+        )
+        rows = [
+            (i, 1.0 - float(d))  # Chroma's cosine distance is 1 - cosine similarity
+            for i, d, m in zip(
+                result["ids"][0], result["distances"][0], result["metadatas"][0], strict=True
+            )
+            if accept(dict(m or {}))
+        ]
+        if len(rows) >= k or wide == total:
+            return rows[:k]
         result = self._call(
             "query",
             query_embeddings=[vector],
@@ -238,9 +265,10 @@ class AdapterIndex:
             where=where,
             include=["distances"],
         )
-        ids, distances = result["ids"][0], result["distances"][0]
-        # Chroma's cosine distance is 1 - cosine similarity.
-        return [(i, 1.0 - float(d)) for i, d in zip(ids, distances, strict=True)]
+        return [
+            (i, 1.0 - float(d))
+            for i, d in zip(result["ids"][0], result["distances"][0], strict=True)
+        ]
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -195,7 +195,7 @@ class Library:
             return []  # an empty library is not an error, and needs no model
         fingerprint = base_fingerprint or self.base_fingerprint()
         vector = self._embed([task])[0]
-        rows = self._query(vector, k, _where(fingerprint, project))
+        rows = self._query(vector, k, fingerprint, project)
         hits = []
         for adapter_id, similarity in rows:
             if similarity < threshold:
@@ -292,17 +292,24 @@ class Library:
             index.upsert([self._entry(r, v) for r, v in zip(batch, vectors, strict=True)])
         return len(records)
 
-    def _query(self, vector: Vector, k: int, where: dict[str, Any]) -> Rows:
+    def _query(self, vector: Vector, k: int, fingerprint: str, project: str | None) -> Rows:
+        where = _where(fingerprint, project)
+
+        def accept(meta: dict[str, Any]) -> bool:
+            return meta.get("base_fingerprint") == fingerprint and (
+                not project or project in (meta.get("project"), meta.get("project_name"))
+            )
+
         index = self._reading_index()
         try:
-            return index.query(vector, k, where)
+            return index.query(vector, k, where, accept)
         except IndexUnusable:
             # Another process changed the files under our feet: reload once and retry.
             with locked(self.lock_path):
                 index.close()
                 index = self._open_index()
                 self._repair(index)
-            return index.query(vector, k, where)
+            return index.query(vector, k, where, accept)
 
     def _index_problems(self) -> Problems:
         place = self.settings.home / INDEX_DIR

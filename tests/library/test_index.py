@@ -149,3 +149,16 @@ def test_index_built_by_another_embedder_is_rebuilt(
     assert other.index_ids() == set(ids)
     state = (settings.home / "index" / "state.json").read_text()
     assert "another/model" in state
+
+
+def test_selective_filter_falls_back_to_chroma_filtering(
+    library: Library, adapter_src: Path
+) -> None:
+    for n in range(24):  # the nearest 20 are all in another project
+        library.add(adapter_src, None, adapter_meta(100 + n, task=TASKS[0]))
+    lone = library.add(adapter_src, None, adapter_meta(
+        200, task=TASKS[2], project="/srv/lonely"))
+    hits = library.recall(TASKS[0], k=1, project="lonely", min_similarity=-1,
+                          base_fingerprint=FAKE_BASE)
+    assert [h.record.adapter_id for h in hits] == [lone.adapter_id]
+    assert len(library.recall(TASKS[0], k=30, min_similarity=-1, base_fingerprint=FAKE_BASE)) == 25
