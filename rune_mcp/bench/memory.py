@@ -46,6 +46,7 @@ QUICK_PROJECTS = 2
 QUICK_SESSIONS_PER_PROJECT = 1
 QUICK_GENERAL = 4
 QUICK_STEPS = 12
+QUICK_BATCH_TOKENS = 512
 ABLATIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "no_episodes": {"lessons_episodes": False},
@@ -335,6 +336,8 @@ def bench_settings(
         else:
             values[key] = value
     values["train_steps"] = steps
+    if quick:
+        values.setdefault("train_batch_tokens", min(settings.train_batch_tokens, QUICK_BATCH_TOKENS))
     return settings.with_overrides(**values)
 
 
@@ -381,6 +384,7 @@ def run_memory(
         "adapters": {s.name: s.adapter_id for s in sessions},
         "base_model": str(local.base_model or "embedded SmolLM2-135M-Instruct Q4_1"),
         "train_steps": local.train_steps,
+        "train_batch_tokens": local.train_batch_tokens,
         "lora_rank": local.lora_rank,
         "lora_alpha": local.lora_alpha,
         "target_modules": list(local.target_modules),
@@ -405,7 +409,7 @@ def register(sub: Any) -> None:
         "--quick",
         action="store_true",
         help=f"{QUICK_PROJECTS} projects, {QUICK_SESSIONS_PER_PROJECT} session each, "
-        f"{QUICK_STEPS} training steps",
+        f"at most {QUICK_STEPS} training steps of {QUICK_BATCH_TOKENS} tokens",
     )
     p.add_argument(
         "--ablation",

@@ -149,6 +149,7 @@ def _config_lines(config: dict[str, Any]) -> list[str]:
         "probes",
         "quick",
         "train_steps",
+        "train_batch_tokens",
         "lora_rank",
         "lora_alpha",
         "target_modules",
