@@ -132,7 +132,7 @@ class Settings(BaseModel):
         description="Weight of an unlikelihood term on failed attempts (0 = no loss on them).",
     )
     train_batch_tokens: int = Field(
-        default=1024, ge=64, description="Tokens per optimizer step (examples packed per batch)."
+        default=384, ge=64, description="Tokens per optimizer step (examples packed per batch)."
     )
 
     # --- runtime ----------------------------------------------------------------------
