@@ -113,6 +113,11 @@ class AdapterIndex:
             raise
         except Exception as exc:  # any failure of Chroma's own files means: rebuild
             self.close()
+            if self.chroma_url:  # a server that does not answer is not a corrupt index
+                raise LibraryError(
+                    f"cannot use the Chroma server at {self.chroma_url} ({exc}); start it with "
+                    "`chroma run` or unset RUNE_CHROMA_URL to use the embedded index."
+                ) from exc
             raise IndexUnusable(f"the index could not be opened ({exc})") from exc
         if not state:
             self._write_state({"embedder": embedder_name, "dim": dim, "generation": 0})

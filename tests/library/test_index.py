@@ -162,3 +162,21 @@ def test_selective_filter_falls_back_to_chroma_filtering(
                           base_fingerprint=FAKE_BASE)
     assert [h.record.adapter_id for h in hits] == [lone.adapter_id]
     assert len(library.recall(TASKS[0], k=30, min_similarity=-1, base_fingerprint=FAKE_BASE)) == 25
+
+
+def test_unreachable_chroma_server_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, real_embedder: Embedder, adapter_src: Path
+) -> None:
+    import socket
+
+    from rune_mcp.config import load_settings
+    from rune_mcp.errors import LibraryError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RUNE_CHROMA_URL", f"http://127.0.0.1:{port}")
+    library = Library.open(load_settings(), embedder=real_embedder)
+    with pytest.raises(LibraryError, match="Chroma server"):
+        library.add(adapter_src, None, adapter_meta(300))
+    assert library.list() == []  # nothing half-stored
