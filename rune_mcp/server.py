@@ -166,7 +166,20 @@ class Rune:
         self._library: Any = None
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self._base: dict[str, Any] | None = None
+        self._base_lock = threading.Lock()
         self.run_lock = anyio.Lock()
+
+    def base_model(self) -> dict[str, Any]:
+        """The base model's description, read once: it hashes and parses a GGUF file."""
+        with self._base_lock:  # concurrent first calls would each parse the whole file
+            if self._base is None:
+                from rune_mcp.basemodel import resolve_base
+
+                info = resolve_base(self.settings)
+                self._base = {"name": info.name, "architecture": info.architecture,
+                              "fingerprint": info.fingerprint[:16], "embedded": info.embedded}
+            return self._base
 
     def queue(self) -> JobQueue:
         with self._lock:
@@ -288,6 +301,7 @@ class RuneServer(MCPServer[Any]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        log.debug("tools/call %s with %s", name[:60], sorted(str(k)[:40] for k in arguments))
         refusal = self._precheck(name, arguments)
         if refusal is not None:
             log.info("refused %s: %s", name, refusal)
@@ -353,7 +367,10 @@ def build_server(
         description="Memory for coding agents, stored in LoRA weights.",
         instructions=INSTRUCTIONS,
         version=__version__,
-        log_level=settings.log_level,
+        # The SDK puts a rich handler on the root logger at this level; Rune's own logger
+        # (stderr and the log file) carries Rune's debug output, and rendering every
+        # library's debug record through rich made 1,000 calls take minutes.
+        log_level="WARNING",
     )
     _add_remember(server, rune)
     _add_recall(server, rune)
@@ -609,11 +626,7 @@ def _status(rune: Rune) -> StatusResult:
         problems.append(str(exc))
     base: dict[str, Any] | None = None
     try:
-        from rune_mcp.basemodel import resolve_base
-
-        info = resolve_base(settings)
-        base = {"name": info.name, "architecture": info.architecture,
-                "fingerprint": info.fingerprint[:16], "embedded": info.embedded}
+        base = rune.base_model()
     except RuneError as exc:
         problems.append(str(exc))
     return StatusResult(
@@ -740,7 +753,7 @@ def serve(
     """Run the server until the client disconnects (stdio) or the process is stopped (HTTP)."""
     server = build_server(settings, roots)
     if not http:
-        log.info("rune serve: stdio, RUNE_HOME library, pid-level worker on demand")
+        log.info("rune serve: stdio")
         server.run("stdio")
         return 0
     import uvicorn

@@ -84,6 +84,7 @@ async def test_remember_text_and_refusals(client: Any) -> None:
 async def test_remember_uses_the_clients_workspace_roots(settings: Settings, tmp_path: Path) -> None:
     from mcp import Client
     from mcp_types import ListRootsResult, Root
+    from pydantic import FileUrl
 
     from rune_mcp.server import build_server
 
@@ -92,7 +93,7 @@ async def test_remember_uses_the_clients_workspace_roots(settings: Settings, tmp
     (workspace / "session.json").write_text(generic_transcript(8))
 
     async def roots(context: Any) -> ListRootsResult:
-        return ListRootsResult(roots=[Root(uri=workspace.as_uri(), name="ws")])
+        return ListRootsResult(roots=[Root(uri=FileUrl(workspace.as_uri()), name="ws")])
 
     server = build_server(settings, start_worker=False)
     async with Client(server, list_roots_callback=roots, mode="legacy") as c:
@@ -126,10 +127,10 @@ async def test_remember_wait_reports_the_finished_job(
     path = settings.claude_dir / "projects" / "p" / "s.json"
     path.parent.mkdir(parents=True)
     path.write_text(generic_transcript(9))
-    progress: list[float] = []
+    reports: list[float] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(value)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reports.append(progress)
 
     async with Client(build_server(settings, start_worker=True)) as c:
         result = await c.call_tool(
