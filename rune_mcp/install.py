@@ -307,7 +307,8 @@ def _claude_add_via_cli(scope: str, project: Path) -> str:
     _run_claude(["remove", "--scope", scope, SERVER_NAME], project)  # re-add: idempotent
     env_args = [arg for k, v in entry.get("env", {}).items() for arg in ("-e", f"{k}={v}")]
     proc = _run_claude(
-        ["add", "--scope", scope, *env_args, SERVER_NAME, "--", entry["command"], *entry["args"]],
+        # the name goes first: `-e` takes every value up to the next option
+        ["add", SERVER_NAME, "--scope", scope, *env_args, "--", entry["command"], *entry["args"]],
         project,
     )
     if proc.returncode != 0:
