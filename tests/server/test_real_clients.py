@@ -95,3 +95,24 @@ def test_claude_code_shows_rune_connected_after_install(settings: Settings, npm_
     after = subprocess.run([str(npm_bin / "claude"), "mcp", "list"], env=env,
                            capture_output=True, text=True, timeout=180, check=False)
     assert "rune:" not in after.stdout
+
+
+def test_claude_code_installs_the_rune_plugin(settings: Settings, npm_bin: Path) -> None:
+    """The plugin in integrations/claude-code installs through Claude Code's own marketplace
+    commands and brings the server (connected) and the three hooks."""
+    env = _env(settings, npm_bin)
+    claude = str(npm_bin / "claude")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([claude, *args], env=env, capture_output=True, text=True,
+                              timeout=180, check=False)
+
+    added = run("plugin", "marketplace", "add", str(REPO / "integrations" / "claude-code"))
+    assert added.returncode == 0, added.stderr
+    installed = run("plugin", "install", "rune@rune")
+    assert installed.returncode == 0, installed.stderr
+    details = run("plugin", "details", "rune@rune")
+    assert "SessionEnd, Stop, PreCompact" in details.stdout, details.stdout
+    listed = run("mcp", "list")
+    line = next(ln for ln in listed.stdout.splitlines() if "rune" in ln)
+    assert "Connected" in line, listed.stdout
