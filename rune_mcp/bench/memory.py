@@ -47,6 +47,7 @@ QUICK_SESSIONS_PER_PROJECT = 1
 QUICK_GENERAL = 4
 QUICK_STEPS = 12
 QUICK_BATCH_TOKENS = 512
+QUICK_CONTEXT_TOKENS = 1024
 ABLATIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "no_episodes": {"lessons_episodes": False},
@@ -155,7 +156,7 @@ def _progress(say: Callable[[str], None], name: str) -> Callable[[int, int, str]
 class Scorer:
     """Scores probes under each condition against one library and one backend."""
 
-    def __init__(self, settings: Settings, sessions: list[Session]) -> None:
+    def __init__(self, settings: Settings, sessions: list[Session], quick: bool = False) -> None:
         from rune_mcp.library import Library
         from rune_mcp.runtime import get_backend
 
@@ -164,7 +165,8 @@ class Scorer:
         self.by_adapter = {s.adapter_id: s for s in sessions}
         self.lib = Library.open(settings)
         self.backend = get_backend(settings, "llamacpp")
-        self.budget = settings.context_size - 512  # room for the question, prefix and choice
+        # room for the question, prefix and choice; quick runs keep contexts short to stay fast
+        self.budget = settings.context_size - 512 if not quick else QUICK_CONTEXT_TOKENS
         self.texts = {s.name: trajectory_text(s.traj) for s in sessions}
 
     def _spec(self, adapter_id: str | None) -> list[Any]:
@@ -368,7 +370,7 @@ def run_memory(
         sessions = remember_all(local, paths, say)
         remembered = time.perf_counter() - start
         chosen = select_probes(probes, {s.name for s in sessions}, quick)
-        scorer = Scorer(local, sessions)
+        scorer = Scorer(local, sessions, quick)
         results = []
         for i, probe in enumerate(chosen, 1):
             results += [scorer.score(probe, c) for c in conditions]
@@ -391,6 +393,7 @@ def run_memory(
         "learning_rate": local.learning_rate,
         "lessons": {"episodes": local.lessons_episodes, "qa": local.lessons_qa, "final": local.lessons_final},
         "recall_min_similarity": local.recall_min_similarity,
+        "context_budget_tokens": scorer.budget,
         "context_size": local.context_size,
         "seed": local.seed,
         "threads": local.threads,
