@@ -8,15 +8,20 @@ STAMP := $(VENV)/.rune-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install lint typecheck pytest clean
+.PHONY: demo test test-slow install lint typecheck pytest clean
 
 demo: $(STAMP)
 	$(VENV)/bin/rune demo
 
+# The default suite leaves out tests marked `slow` (real training to quality, hundreds of
+# crash points, end-to-end benchmark runs); `make test-slow` runs them.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m slow
 
 install: $(STAMP)
 
@@ -37,7 +42,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) .test-cache .pytest_cache .mypy_cache .ruff_cache
