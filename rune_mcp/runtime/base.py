@@ -2,8 +2,9 @@
 
 A backend loads the base model once and then only changes which adapters are applied: that is
 what makes memory cheap. Requests may name their own adapter set (`generate(..., adapters=...)`)
-so that concurrent callers never see each other's swaps; `activate`/`deactivate` set the set
-used by requests that name none.
+so that concurrent callers never see each other's swaps; `activate`/`deactivate` set the default
+set, used by requests that name none. A request fixes its adapter set when it starts and keeps
+it to the end; which set it used comes back in `Generation.adapters`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import abc
 import os
 import resource
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     timings: dict[str, float] = field(default_factory=dict)
+    adapters: tuple[tuple[str, float], ...] = ()  # (id, scale) actually applied
 
 
 def normalize(adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> Active:
@@ -92,6 +95,32 @@ def rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+class FairLock:
+    """A first-come, first-served lock: requests (and swaps) get the model in arrival order.
+
+    Python's own locks let the thread that just released re-acquire at once, so a client
+    sending requests back to back could starve every other caller. Not re-entrant.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._next = 0
+        self._serving = 0
+
+    def __enter__(self) -> FairLock:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while self._serving != ticket:
+                self._cond.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
 
 
 class Backend(abc.ABC):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import ctypes
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from rune_mcp.runtime.base import (
     Active,
     AdapterSpec,
     Backend,
+    FairLock,
     Generation,
     Message,
     check_base,
@@ -145,7 +145,7 @@ class LlamaCppBackend(Backend):
                              "set RUNE_BASE_MODEL to a valid GGUF model.") from exc
         self.load_ms = (time.perf_counter() - start) * 1000
         self._formatter = _chat_formatter(self._llm, base)
-        self._lock = threading.RLock()
+        self._lock = FairLock()  # one context: requests and swaps take turns in order
         self._cache = AdapterCache(self._llm._model.model,
                                    settings.adapter_cache_mb << 20, self._gguf_for)
         self._active: Active = ()
@@ -157,11 +157,19 @@ class LlamaCppBackend(Backend):
         return self._active
 
     def activate(self, adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> float:
+        """Make `adapters` the default set. Loading happens here (under the context lock when an
+        adapter is not cached yet); the context itself switches at the next request, so a swap
+        never waits for a generation in progress."""
         target = normalize(adapters)
         start = time.perf_counter()
-        with self._lock:
-            self._apply(target)
-            self._active = target
+        for spec, _ in target:
+            check_base(spec, self.fingerprint)
+        if any(spec.adapter_id not in self._cache for spec, _ in target):
+            with self._lock:
+                keep = frozenset(spec.adapter_id for spec, _ in target)
+                for spec, _ in target:
+                    self._cache.get(spec, keep, self._detach)
+        self._active = target  # one reference assignment: atomic for readers
         return (time.perf_counter() - start) * 1000
 
     def _gguf_for(self, spec: AdapterSpec) -> Path:
@@ -244,9 +252,10 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         prompt = self._tokens(messages)
+        target = self._active if adapters is None else normalize(adapters)
         with self._lock:
             start = time.perf_counter()
-            self._apply(self._active if adapters is None else normalize(adapters))
+            self._apply(target)
             self._llm.reset()
             swapped = time.perf_counter()
             budget = min(max_tokens, self.settings.context_size - len(prompt))
@@ -272,6 +281,7 @@ class LlamaCppBackend(Backend):
                 yield tail
             end = max(last, first)
         result.prompt_tokens, result.completion_tokens = len(prompt), count
+        result.adapters = tuple((spec.adapter_id, scale) for spec, scale in target)
         gen_s = end - first
         result.timings = {
             "swap": (swapped - start) * 1000,

@@ -85,9 +85,12 @@ class TransformersBackend(Backend):
     def activate(self, adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> float:
         target = normalize(adapters)
         start = time.perf_counter()
-        with self._lock:
-            self._ensure(target)
-            self._active = target
+        for spec, _ in target:
+            check_base(spec, self.fingerprint)
+        if any(spec.adapter_id not in self._loaded for spec, _ in target):
+            with self._lock:
+                self._ensure(target)
+        self._active = target  # requests pick it up when they start
         return (time.perf_counter() - start) * 1000
 
     def _ensure(self, target: Active) -> None:
@@ -229,7 +232,10 @@ class TransformersBackend(Backend):
                 out = self._runner().generate(
                     **inputs, generation_config=self._gen_config(max_tokens, temperature),
                     streamer=clock, **kwargs)
-        return self._results(inputs, out, clock, swapped - start)
+        results = self._results(inputs, out, clock, swapped - start)
+        for result, target in zip(results, targets, strict=True):
+            result.adapters = tuple((spec.adapter_id, scale) for spec, scale in target)
+        return results
 
     def _adapter_kwargs(self, targets: Sequence[Active]) -> dict[str, Any]:
         """One adapter per row (or none) -> PEFT's `adapter_names`; a composed set -> active set."""

@@ -169,7 +169,9 @@ class VllmBackend(Backend):
         if not messages:
             raise InputError("no messages to answer; pass at least one user message.")
         start = time.perf_counter()
-        model = self._register(self._active if adapters is None else normalize(adapters))
+        target = self._active if adapters is None else normalize(adapters)
+        model = self._register(target)
+        result.adapters = tuple((spec.adapter_id, scale) for spec, scale in target)
         swapped = first = time.perf_counter()
         body = {"model": model, "messages": list(messages), "max_tokens": max_tokens,
                 "temperature": temperature, "seed": self.settings.seed if seed is None else seed,
