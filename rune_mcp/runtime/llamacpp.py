@@ -172,6 +172,16 @@ class LlamaCppBackend(Backend):
         self._active = target  # one reference assignment: atomic for readers
         return (time.perf_counter() - start) * 1000
 
+    def apply_now(self, adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> float:
+        """Switch the context itself to `adapters` now, as a request does before its prompt;
+        returns the ms spent (the warm swap figure of `rune bench runtime`)."""
+        target = normalize(adapters)
+        start = time.perf_counter()
+        with self._lock:
+            self._apply(target)
+            self._llm.reset()
+        return (time.perf_counter() - start) * 1000
+
     def _gguf_for(self, spec: AdapterSpec) -> Path:
         """The adapter's GGUF, exported once into the cache when the library holds only PEFT."""
         if spec.gguf_path is not None and spec.gguf_path.is_file():
