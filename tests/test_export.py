@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.tiny import make_peft_adapter
-from runtime.models import PROMPT, adapter_a, base, derived, hf, llama, rt_settings
+from runtime.models import adapter_a, base, derived, hf, llama, rt_settings
 
 from rune_mcp.basemodel import BaseModelInfo
 from rune_mcp.errors import InputError
