@@ -79,6 +79,7 @@ def _random_peft(derived: Path, out: Path) -> Path:
     from rune_mcp.config import ALL_LINEAR
 
     model = AutoModelForCausalLM.from_pretrained(str(derived), dtype=torch.float32)
+    torch.manual_seed(0)  # PEFT draws A from the global generator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft vs transformers 5 renames
         peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16,

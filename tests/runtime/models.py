@@ -47,6 +47,7 @@ def make_smollm_adapter(derived: Path, out: Path, seed: int, sigma: float = 0.04
 
     model = AutoModelForCausalLM.from_pretrained(str(derived), dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=list(ALL_LINEAR))
+    torch.manual_seed(seed)  # PEFT draws A from the global generator: same seed, same adapter
     with warnings.catch_warnings():
         # peft calls a transformers method that transformers 5 has renamed.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
