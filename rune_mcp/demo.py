@@ -88,11 +88,32 @@ def remember_demo(settings: Settings) -> int:
         record = Library.open(local).get(result.adapter_id)
         adapted = PeftModel.from_pretrained(loaded.model, str(record.peft_dir))
         after = score(adapted, loaded.tokenizer, probes)
+        answer_demo(local)
     _step("Probe scores before -> after")
     for probe, b, a in zip(probes.probes, before, after, strict=True):
         print(f"  {probe.name:13} correct `{probe.correct}`: {b.correct:7.1f} -> {a.correct:7.1f}"
               f"   rank {b.rank} -> {a.rank} of {1 + len(probe.wrong)}")
     return 0
+
+
+NEW_TASK = ("In the tidewater project, write a function that returns the highest water level "
+            "of a station over the last 6 hours.")
+
+
+def answer_demo(settings: Settings) -> None:
+    """Answer a task the session never saw, without memory and with the recalled adapter
+    (through the runtime: llama.cpp on CPU, the adapter's GGUF swapped onto the base)."""
+    from rune_mcp.runtime.run import run_with_memory
+
+    _step("Answering a new task without memory, then with it")
+    print(f"  > {NEW_TASK}")
+    for label, adapter in (("without memory", "none"), ("with memory", "auto")):
+        result = run_with_memory(settings, NEW_TASK, adapter=adapter, max_tokens=120)
+        used = (f"adapter {result.adapter_id[:12]}, similarity {result.similarity:.2f}"
+                if result.adapter_id and result.similarity is not None else "base model only")
+        print(f"\n  -- {label} ({used}; swap {result.timings.get('swap', 0):.2f} ms, "
+              f"{result.timings.get('tokens_per_s', 0):.0f} tokens/s)")
+        print("\n".join("  " + line for line in result.text.strip().splitlines()))
 
 
 def _demo_progress(step: int, total: int, message: str) -> None:
