@@ -172,3 +172,29 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook; most backends hold nothing to free)
         """Free what the backend holds; it is unusable afterwards."""
+
+
+AdapterArg = Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None
+
+
+class StreamingBackend(Backend):
+    """A backend whose one producer, `_run`, yields text pieces and fills in a `Generation`;
+    `generate` and `stream` are the same loop consumed whole or piece by piece."""
+
+    @abc.abstractmethod
+    def _run(self, messages: Sequence[Message], max_tokens: int, temperature: float,
+             seed: int | None, adapters: AdapterArg, result: Generation) -> Iterator[str]:
+        """Yield the answer's text pieces, recording tokens, timings and adapters in `result`."""
+
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256,
+                 temperature: float = 0.0, seed: int | None = None,
+                 adapters: AdapterArg = None) -> Generation:
+        result = Generation("", 0, 0)
+        result.text = "".join(self._run(messages, max_tokens, temperature, seed, adapters, result))
+        return result
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256,
+               temperature: float = 0.0, seed: int | None = None,
+               adapters: AdapterArg = None) -> Iterator[str]:
+        """Yields text pieces; holds the backend until exhausted or closed."""
+        return self._run(messages, max_tokens, temperature, seed, adapters, Generation("", 0, 0))

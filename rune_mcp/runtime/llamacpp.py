@@ -26,10 +26,10 @@ from rune_mcp.errors import BackendError, InputError, ModelError
 from rune_mcp.runtime.base import (
     Active,
     AdapterSpec,
-    Backend,
     FairLock,
     Generation,
     Message,
+    StreamingBackend,
     check_base,
     normalize,
     rss_mb,
@@ -122,7 +122,7 @@ def _load_lora(model: Any, path: Path, adapter_id: str) -> Any:
     return handle
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(StreamingBackend):
     """The default CPU runtime."""
 
     name = "llamacpp"
@@ -224,32 +224,6 @@ class LlamaCppBackend(Backend):
             self._applied = ()
 
     # --- generation -------------------------------------------------------------------
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Generation:
-        result = Generation("", 0, 0)
-        parts = list(self._run(messages, max_tokens, temperature, seed, adapters, result))
-        result.text = "".join(parts)
-        return result
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Iterator[str]:
-        """Yields text pieces; holds the context until exhausted or closed."""
-        return self._run(messages, max_tokens, temperature, seed, adapters, Generation("", 0, 0))
-
     def _run(
         self,
         messages: Sequence[Message],

@@ -27,9 +27,9 @@ from rune_mcp.errors import BackendError, InputError
 from rune_mcp.runtime.base import (
     Active,
     AdapterSpec,
-    Backend,
     Generation,
     Message,
+    StreamingBackend,
     check_base,
     normalize,
 )
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 600.0
 
 
-class VllmBackend(Backend):
+class VllmBackend(StreamingBackend):
     """Talks to a running vLLM server; the base model lives there, not in this process."""
 
     name = "vllm"
@@ -133,30 +133,6 @@ class VllmBackend(Backend):
                                "and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?") from exc
 
     # --- generation -------------------------------------------------------------------
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Generation:
-        result = Generation("", 0, 0)
-        result.text = "".join(self._run(messages, max_tokens, temperature, seed, adapters, result))
-        return result
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Iterator[str]:
-        return self._run(messages, max_tokens, temperature, seed, adapters, Generation("", 0, 0))
-
     def _run(
         self,
         messages: Sequence[Message],
