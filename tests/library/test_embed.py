@@ -1,0 +1,67 @@
+"""The embedder: the traced query path must give the vectors the model itself gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rune_mcp.config import Settings
+from rune_mcp.library.embed import SentenceTransformerEmbedder, TracedEncoder, get_embedder
+
+TEXTS = [
+    "fix the login redirect loop in the api",
+    "csv export is missing the header row when the table is empty, see issue 42",
+    "a",
+    "Speed up the DATABASE pool: connections time out under load (pgbouncer, 300 clients)",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> SentenceTransformerEmbedder:
+    real = get_embedder(Settings())
+    assert isinstance(real, SentenceTransformerEmbedder)
+    return real
+
+
+def test_query_path_is_traced_and_matches_the_model(embedder: SentenceTransformerEmbedder) -> None:
+    fast = [embedder.embed([t])[0] for t in TEXTS]  # one text at a time: the query path
+    assert embedder._fast is not None, "the traced query path was not built for MiniLM"
+    eager = embedder._encode(TEXTS)
+    np.testing.assert_allclose(np.asarray(fast), eager, atol=1e-5)
+
+
+def test_padded_small_batch_matches_the_large_batch_path(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    small = embedder.embed(TEXTS)  # <= 4 texts of different lengths: traced, padded
+    large = embedder.embed(TEXTS * 3)[: len(TEXTS)]  # > 4 texts: the model's own encode
+    np.testing.assert_allclose(np.asarray(small), np.asarray(large), atol=1e-5)
+    assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-5 for v in small)
+
+
+def test_model_that_does_not_fit_keeps_the_eager_path(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    class ClsPooled(list[Any]):
+        """The real modules, but claiming CLS pooling, which the traced path does not do."""
+
+        def preprocess(self, texts: list[str]) -> Any:
+            return embedder._model.preprocess(texts)
+
+    model = ClsPooled(embedder._model)
+    pooling = model[1]
+    original = pooling.get_config_dict
+    pooling.get_config_dict = lambda: {**original(), "pooling_mode": "cls"}
+    try:
+        assert TracedEncoder.build(model, embedder._encode) is None
+    finally:
+        del pooling.get_config_dict
+
+
+def test_traced_path_that_disagrees_is_not_used(embedder: SentenceTransformerEmbedder) -> None:
+    def wrong(texts: list[str]) -> Any:
+        return embedder._encode(texts) * 0.5
+
+    assert TracedEncoder.build(embedder._model, wrong) is None
