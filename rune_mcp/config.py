@@ -108,7 +108,7 @@ class Settings(BaseModel):
         description="Linear modules that get LoRA weights.",
     )
     train_steps: int = Field(default=30, ge=1, description="Optimizer steps per adapter.")
-    learning_rate: float = Field(default=3e-4, gt=0, description="AdamW learning rate.")
+    learning_rate: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
     seed: int = Field(default=0, description="Seed for training and sampling.")
     train_time_budget_s: float = Field(
         default=900.0, gt=0, description="Training stops early after this many seconds."
@@ -125,6 +125,11 @@ class Settings(BaseModel):
     lessons_qa: bool = Field(default=True, description="Compile short question/answer lessons.")
     lessons_final: bool = Field(
         default=True, description="Compile task -> final working actions examples."
+    )
+    lessons_rehearsal: bool = Field(
+        default=True,
+        description="Also train on general prompts answered by the base model itself, so "
+        "unrelated answers stay as they were.",
     )
     unlikelihood_weight: float = Field(
         default=0.0,

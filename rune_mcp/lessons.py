@@ -29,7 +29,7 @@ from typing import Any, Literal
 from rune_mcp.config import Settings
 from rune_mcp.trajectory import Episode, Step, Trajectory
 
-ExampleKind = Literal["episode", "attempt", "qa", "final"]
+ExampleKind = Literal["episode", "attempt", "qa", "final", "rehearsal"]
 IGNORE = -100  # label value the loss skips
 
 # Tools that only look at things: their calls are not "working actions" worth replaying.
@@ -67,6 +67,7 @@ class Example:
     priority: float
     negative: str | None = None
     steps: tuple[int, ...] = ()
+    open_end: bool = False  # the answer was cut short: train it without an end of turn
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "user", "content": self.prompt}]
@@ -509,8 +510,8 @@ def _fit(prompt: list[int], answer: list[int], max_tokens: int) -> tuple[list[in
 
 def _render(ex: Example, tokenizer: Any, max_tokens: int, unlikelihood: bool) -> Rendered:
     prompt_text = _template(tokenizer, ex.messages(), True)
-    prompt, answer = _fit(_encode(tokenizer, prompt_text),
-                          _encode(tokenizer, _answer_text(tokenizer, ex, ex.answer, prompt_text)),
+    answer_text = ex.answer if ex.open_end else _answer_text(tokenizer, ex, ex.answer, prompt_text)
+    prompt, answer = _fit(_encode(tokenizer, prompt_text), _encode(tokenizer, answer_text),
                           max_tokens)
     out = Rendered(prompt + answer, [IGNORE] * len(prompt) + answer, kind=ex.kind)
     if unlikelihood and ex.negative:

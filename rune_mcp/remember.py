@@ -24,6 +24,7 @@ from rune_mcp.config import Settings
 from rune_mcp.errors import TrainingError
 from rune_mcp.fsutil import locked
 from rune_mcp.lessons import Example, compile_lessons, summary
+from rune_mcp.rehearsal import rehearsal_examples
 from rune_mcp.train import Loaded, TrainResult, load_base, train_adapter
 from rune_mcp.trajectory import Trajectory
 
@@ -155,6 +156,9 @@ def _learn(
         return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     examples = compile_lessons(traj, settings, count)
+    if settings.lessons_rehearsal:
+        _say(progress, "answering the rehearsal prompts with the base model (once per base)")
+        examples += rehearsal_examples(settings, info.fingerprint, loaded.model, loaded.tokenizer)
     _say(progress, f"compiled {len(examples)} examples; training")
     tmp_root = settings.home / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -192,7 +196,7 @@ def _meta(
         "batch_tokens": settings.train_batch_tokens,
         "unlikelihood_weight": settings.unlikelihood_weight,
         "lessons": {"episodes": settings.lessons_episodes, "qa": settings.lessons_qa,
-                    "final": settings.lessons_final},
+                    "final": settings.lessons_final, "rehearsal": settings.lessons_rehearsal},
     })
     return {
         "base_fingerprint": info.fingerprint, "method": result.method,

@@ -85,3 +85,16 @@ def test_doctor_reports_missing_base_model(
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert checks["base model"]["ok"] is False
     assert "does not exist" in checks["base model"]["detail"]
+
+
+@pytest.mark.parametrize(("variant", "says", "code"), [
+    ("{not json", "JSON object of settings", 2),
+    ("[1, 2]", "JSON object of settings", 2),
+    ('{"train_steps": "many"}', "train_steps", 1),
+])
+def test_bench_sweep_refuses_bad_variants_before_loading_anything(
+    capsys: pytest.CaptureFixture[str], variant: str, says: str, code: int
+) -> None:
+    assert main(["bench", "sweep", variant]) == code
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

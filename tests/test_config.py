@@ -101,3 +101,6 @@ def test_configuration_doc_lists_every_setting() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     missing = [name for name in Settings.model_fields if f"| `{name}` |" not in doc]
     assert missing == [], f"add these settings to docs/configuration.md: {missing}"
+    stale = [name for name, field in Settings.model_fields.items()
+             if field.default_factory is None and f"| `{name}` | `{field.default!r}` |" not in doc]
+    assert stale == [], f"these defaults in docs/configuration.md are out of date: {stale}"

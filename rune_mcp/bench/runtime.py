@@ -5,9 +5,9 @@ warm swap between two loaded adapters (ms); generation speed with and without an
 (tokens/s and their ratio, target >= 0.9); llama.cpp against transformers on the CPU, same
 prompt, one run each; and resident memory with 1, 10 and 100 adapters in the cache.
 
-The adapters are real LoRA adapters of the base (r=8 on all seven linear modules, the
-distillation default) with seeded random weights: speed and memory do not depend on what an
-adapter learned. They are written to a temporary folder and removed afterwards.
+The adapters are real LoRA adapters of the base with the distillation settings' rank and
+target modules (`lora_rank`, `target_modules`) and seeded random weights: speed and memory
+do not depend on what an adapter learned. They are written to a temporary folder and removed afterwards.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def make_adapters(settings: Settings, base: Any, folder: Path, count: int) -> li
     from rune_mcp.export import export_gguf
     from rune_mcp.runtime.base import AdapterSpec
 
-    peft_dir = _random_peft(ensure_derived(settings, base, quiet=True), folder / "peft")
+    peft_dir = _random_peft(settings, ensure_derived(settings, base, quiet=True), folder / "peft")
     first = export_gguf(peft_dir, base, folder / "a0.gguf")
     specs = [AdapterSpec("bench-0", base.fingerprint, peft_dir, first)]
     rng = np.random.default_rng(0)
@@ -69,21 +69,20 @@ def make_adapters(settings: Settings, base: Any, folder: Path, count: int) -> li
     return specs
 
 
-def _random_peft(derived: Path, out: Path) -> Path:
+def _random_peft(settings: Settings, derived: Path, out: Path) -> Path:
     import warnings
 
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from rune_mcp.config import ALL_LINEAR
-
     model = AutoModelForCausalLM.from_pretrained(str(derived), dtype=torch.float32)
     torch.manual_seed(0)  # PEFT draws A from the global generator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft vs transformers 5 renames
-        peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16,
-                                                      target_modules=list(ALL_LINEAR)))
+        config = LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,  # type: ignore[arg-type]
+                            target_modules=list(settings.target_modules))
+        peft_model = get_peft_model(model, config)
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for name, param in peft_model.named_parameters():

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-BENCH_MODULES = ("parse", "recall", "remember", "runtime", "memory", "perf", "dataset")
+BENCH_MODULES = ("parse", "recall", "remember", "runtime", "memory", "perf", "dataset", "sweep")
 
 
 def register(sub: Any) -> None:
