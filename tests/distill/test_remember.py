@@ -114,3 +114,41 @@ def test_unknown_method_is_one_sentence(fast: Settings) -> None:
 
     with pytest.raises(TrainingError, match="unknown training method"):
         remember_trajectory(fast, parse_path(sample_paths()[0]), method="full")
+
+
+REAL_SESSIONS = {  # file -> lessons `rune remember` finds in it (measured; see docs/distillation.md)
+    "claude-code/d-kimuson-claude-code-viewer/1af7fc5e-8455-4414-9ccd-011d40f70b2a.jsonl": 1,
+    "claude-code/d-kimuson-claude-code-viewer/5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl": 2,
+    "claude-code/d-kimuson-claude-code-viewer/fe5e1c67-53e7-4862-81ae-d0e013e3270b.jsonl": 1,
+    "claude-code/marot-spotter/258c7280-ae70-4798-800f-63464d01a85d.jsonl": 3,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SESSIONS))
+def test_real_transcripts_are_remembered_within_the_budget(
+    fast: Settings, transcripts_dir: Path, name: str
+) -> None:
+    from rune_mcp.capture import parse_path
+    from rune_mcp.lessons import compile_lessons
+
+    traj = parse_path(transcripts_dir / name)
+    result = remember_trajectory(fast, traj)
+    assert result.lessons == REAL_SESSIONS[name] and not result.reused
+    record = Library.open(fast).get(result.adapter_id)
+    assert record.session_id == traj.session_id and record.gguf_path is not None
+    kinds = record.manifest["training"]["kinds"]
+    assert kinds.get("rehearsal", 0) > 0 and sum(kinds.values()) == result.examples
+    lessons = compile_lessons(traj, fast)  # the budget holds however long the session was
+    assert sum(len(ex.prompt) + len(ex.answer) for ex in lessons) * 2 // 7 <= fast.lesson_token_budget
+    assert not _leftovers(fast)
+
+
+def test_real_transcript_with_nothing_to_learn_is_refused(
+    fast: Settings, transcripts_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = transcripts_dir / "codex/simonw-sample_codex_session.jsonl"
+    assert main(["remember", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("rune: session test-session has too little to learn from (no error fixed and no "
+                   "working action); nothing was stored.")
+    assert _stored(fast) == []
