@@ -289,6 +289,43 @@ class LlamaCppBackend(StreamingBackend):
                              "RUNE_CONTEXT_SIZE.")
         return tokens
 
+    def score_choices(
+        self,
+        messages: Sequence[Message],
+        prefix: str,
+        choices: Sequence[str],
+        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] = (),
+    ) -> ChoiceScores:
+        """Mean log-probability per token of each choice after chat(messages) + prefix, with
+        `adapters` on the context exactly as a request would have them.
+
+        The prompt is evaluated once; each choice then reuses its KV cache.
+        """
+        if not choices or any(not c for c in choices):
+            raise InputError("a probe needs non-empty choices.")
+        with self._lock:  # the default set stays as it was: only this evaluation uses `adapters`
+            self._apply(normalize(adapters))
+            prompt = self._tokens(messages)
+            try:
+                self._llm.reset()
+                return _score(self._llm, prompt, prefix, choices)
+            finally:
+                self._llm.reset()
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the served model's vocabulary."""
+        return len(self._llm.tokenize(text.encode(), add_bos=False, special=False))
+
+    def truncate_tokens(self, text: str, limit: int) -> str:
+        """`text` cut to at most about `limit` tokens, keeping its start and end."""
+        tokens = self._llm.tokenize(text.encode(), add_bos=False, special=False)
+        if len(tokens) <= limit:
+            return text
+        half = max(1, limit // 2 - 4)
+        head = self._llm.detokenize(tokens[:half]).decode("utf-8", "ignore")
+        tail = self._llm.detokenize(tokens[-half:]).decode("utf-8", "ignore")
+        return f"{head}\n[...]\n{tail}"
+
     def logits(self, text: str, adapters: Sequence[tuple[AdapterSpec, float]] | None = None) -> Any:
         """Next-token logits at every position of `text` (numpy, tokens x vocab), for tests
         comparing runtimes. Uses a second context over the same model so the serving context
@@ -352,3 +389,63 @@ def _all_logits(backend: LlamaCppBackend, text: str, target: Active) -> Any:
         finally:
             llm._logits_all, llm.scores = saved
             llm.reset()
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """Scores of a multiple-choice continuation, one per choice."""
+
+    scores: list[float]  # mean log-probability per token
+    tokens: list[int]  # tokens scored per choice
+    prompt_tokens: int
+
+    def best(self) -> int:
+        return max(range(len(self.scores)), key=lambda i: self.scores[i])
+
+
+def _split(llm: Any, prefix: str, choice: str) -> tuple[list[int], list[int]]:
+    """Tokens of `prefix + choice` split into (context part, choice part).
+
+    Tokenized together, so the boundary is the one the model would see: `"Call `x." + "open()"`
+    may merge across the seam; the choice part starts where the prefix's own tokens stop
+    matching."""
+    whole: list[int] = llm.tokenize((prefix + choice).encode(), add_bos=False, special=False)
+    alone: list[int] = llm.tokenize(prefix.encode(), add_bos=False, special=False) if prefix else []
+    k = 0
+    while k < min(len(whole), len(alone)) and whole[k] == alone[k]:
+        k += 1
+    k = min(k, len(whole) - 1)  # at least one choice token
+    return whole[:k], whole[k:]
+
+
+def _score(llm: Any, prompt: list[int], prefix: str, choices: Sequence[str]) -> ChoiceScores:
+    """Evaluate the prompt once, then each choice from its KV cache (context lock held)."""
+    import numpy as np
+
+    saved = llm._logits_all, llm.scores
+    scores: list[float] = []
+    counts: list[int] = []
+    try:
+        llm._logits_all = False
+        llm.eval(prompt[:-1])
+        base = llm.n_tokens
+        for choice in choices:
+            extra, cont = _split(llm, prefix, choice)
+            seq = [prompt[-1], *extra, *cont]
+            if base + len(seq) >= llm.n_ctx():
+                raise InputError(f"the probe needs {base + len(seq)} tokens but the context holds "
+                                 f"{llm.n_ctx()}; shorten it or raise RUNE_CONTEXT_SIZE.")
+            llm.n_tokens = base
+            llm._logits_all = True
+            llm.scores = np.zeros((base + len(seq), llm._n_vocab), dtype=np.single)
+            llm.eval(seq)
+            rows = np.asarray(llm.scores[base + len(extra) : base + len(seq) - 1], dtype=np.float64)
+            top = rows.max(axis=1, keepdims=True)
+            logz = top[:, 0] + np.log(np.exp(rows - top).sum(axis=1))
+            picked = rows[np.arange(len(cont)), cont]
+            scores.append(float((picked - logz).mean()))
+            counts.append(len(cont))
+            llm._logits_all = False
+    finally:
+        llm._logits_all, llm.scores = saved
+    return ChoiceScores(scores, counts, len(prompt))

@@ -61,3 +61,18 @@ def test_truncation_and_bad_input(backend: Backend) -> None:
     assert truncate_tokens(backend, "short text", 100) == "short text"
     with pytest.raises(InputError):
         score_choices(backend, MESSAGES, PREFIX, ["Paris", ""])
+
+
+def test_scores_are_taken_with_the_adapter_on_the_context(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An adapter must change the scores, the base must come back after it, and the backend's
+    default adapter set must not move."""
+    from runtime.models import _adapter
+
+    adapter = _adapter(1)
+    plain = score_choices(backend, MESSAGES, PREFIX, CHOICES)
+    adapted = score_choices(backend, MESSAGES, PREFIX, CHOICES, [adapter])
+    assert max(abs(a - b) for a, b in zip(plain.scores, adapted.scores, strict=True)) > 0.05
+    assert score_choices(backend, MESSAGES, PREFIX, CHOICES).scores == plain.scores
+    assert backend.active == ()
