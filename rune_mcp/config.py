@@ -22,6 +22,11 @@ from rune_mcp.errors import ConfigError
 CONFIG_FILE = "rune.toml"
 ENV_PREFIX = "RUNE_"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The two projections that write into the residual stream: on the bundled session they learned
+# as well as all seven (`rune bench sweep`), and llama.cpp applies an unmerged LoRA as extra
+# small products per module, so two modules keep generation at 0.93x base speed against 0.77x
+# for seven (`rune bench runtime`, docs/runtime.md).
+DEFAULT_TARGETS = ["o_proj", "down_proj"]
 
 
 def _default_home() -> Path:
@@ -104,7 +109,7 @@ class Settings(BaseModel):
     lora_alpha: float = Field(default=16.0, gt=0, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
     target_modules: list[str] = Field(
-        default_factory=lambda: list(ALL_LINEAR),
+        default_factory=lambda: list(DEFAULT_TARGETS),
         description="Linear modules that get LoRA weights.",
     )
     train_steps: int = Field(default=30, ge=1, description="Optimizer steps per adapter.")

@@ -59,6 +59,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "steps_half": {"train_steps": "half"},
     "steps_double": {"train_steps": "double"},
     "targets_qv": {"target_modules": ["q_proj", "v_proj"]},
+    "targets_all": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                       "down_proj"]},
 }
 ABLATION_CONDITIONS = ("none", "recalled_adapter", "oracle_adapter", "mismatched_adapter")
 

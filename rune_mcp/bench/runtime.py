@@ -24,6 +24,7 @@ from typing import Any
 
 from rune_mcp.config import Settings
 
+RUNS = 7  # generations per condition; the median is reported
 PROMPT = [{"role": "user", "content": "Write a Python function that parses an ISO 8601 date "
                                       "string and returns a datetime, with a docstring."}]
 
@@ -139,7 +140,7 @@ def measure_llamacpp(settings: Settings, base: Any, specs: list[Any], tokens: in
     out["activate_ms"] = round(_median_ms(lambda: llm.activate([a]), 1000), 4)
     llm.generate(PROMPT, max_tokens=8)  # warm-up
     base_tps, lora_tps = [], []
-    for _ in range(3):  # alternate so drift in machine load hits both alike
+    for _ in range(RUNS):  # alternate so drift in machine load hits both alike
         base_tps.append(llm.generate(PROMPT, max_tokens=tokens, adapters=()).timings)
         lora_tps.append(llm.generate(PROMPT, max_tokens=tokens, adapters=[a]).timings)
     out["tokens_per_s_base"] = round(statistics.median(t["tokens_per_s"] for t in base_tps), 1)
