@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -180,15 +181,14 @@ def _query_threads() -> Iterator[None]:
 
     A query is a few dozen tokens. On an idle 2-core machine two threads are faster, but when
     other processes keep the cores busy the threads wait for each other at every operation
-    (measured on 2 shared cores: 210 ms p50 with two threads,
-    34 ms with one). The 1-minute load average, less this process's own share, says which case
-    this is. Large batches (reindexing) keep every thread.
+    (measured on 2 shared cores: 210 ms p50 with two threads, 34 ms with one). `CPU_WATCH`
+    says how many cores other processes used lately. Large batches (reindexing) keep every
+    thread.
     """
     import torch
 
     before = torch.get_num_threads()
-    others = max(0.0, os.getloadavg()[0] - 1.0)
-    wanted = max(1, min(before, int((os.cpu_count() or 1) - others + 0.5)))
+    wanted = max(1, min(before, CPU_WATCH.idle_cores()))
     if wanted == before:
         yield
         return
@@ -197,6 +197,59 @@ def _query_threads() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class CpuWatch:
+    """Cores left idle by other processes, from /proc/stat less this process's own CPU time.
+
+    The 1-minute load average lags: right after a busy minute it still reports the load that
+    has gone (a recall benchmark run after a parsing benchmark got one thread, and 17.9 ms p95
+    instead of 13.8). Two samples of the machine's busy time, less what this process used
+    between them, say what other processes use now. Without /proc (macOS) the load average,
+    less this process's own share, is the estimate.
+    """
+
+    MIN_INTERVAL_S = 0.2  # shorter windows are noise; the last answer stands meanwhile
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[float, float, float] | None = None  # wall, machine busy, own CPU s
+        self._answer: int | None = None
+
+    def idle_cores(self) -> int:
+        cores = os.cpu_count() or 1
+        sample = _busy_sample()
+        with self._lock:
+            last = self._last
+            if sample is None or last is None:
+                self._last = sample
+                others = max(0.0, os.getloadavg()[0] - 1.0)  # no window yet: the slow estimate
+                return max(1, int(cores - others + 0.5))
+            if sample[0] - last[0] >= self.MIN_INTERVAL_S or self._answer is None:
+                wall, busy, own = (now - then for now, then in zip(sample, last, strict=True))
+                others = max(0.0, (busy - own) / max(wall, 1e-3))
+                self._answer = max(1, int(cores - others + 0.5))
+                self._last = sample
+            return self._answer
+
+
+def _busy_sample() -> tuple[float, float, float] | None:
+    """(monotonic seconds, machine busy CPU seconds, this process's CPU seconds), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    ticks = [int(x) for x in fields[1:9]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    own = os.times()
+    return time.monotonic(), (sum(ticks) - idle) / hz, own.user + own.system
+
+
+CPU_WATCH = CpuWatch()
 
 
 def embedded_model_path() -> Path:

@@ -65,3 +65,42 @@ def test_traced_path_that_disagrees_is_not_used(embedder: SentenceTransformerEmb
         return embedder._encode(texts) * 0.5
 
     assert TracedEncoder.build(embedder._model, wrong) is None
+
+
+def test_cpu_watch_counts_other_processes_not_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rune_mcp.library import embed
+
+    samples = iter([
+        (0.0, 100.0, 10.0),
+        (1.0, 101.0, 11.0),  # one core busy, all of it this process: both cores are free
+        (1.1, 101.2, 11.1),  # too soon after: the last answer stands
+        (2.0, 102.0, 11.0),  # one core busy with another process: one core left
+        (3.0, 104.0, 11.0),  # both busy with others: still one thread, never zero
+    ])
+    monkeypatch.setattr(embed, "_busy_sample", lambda: next(samples))
+    monkeypatch.setattr(embed.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(embed.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    watch = embed.CpuWatch()
+    assert watch.idle_cores() == 1  # no window yet: the load average says busy
+    assert [watch.idle_cores() for _ in range(4)] == [2, 2, 1, 1]
+
+
+def test_cpu_watch_without_proc_uses_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rune_mcp.library import embed
+
+    monkeypatch.setattr(embed, "_busy_sample", lambda: None)
+    monkeypatch.setattr(embed.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(embed.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    assert embed.CpuWatch().idle_cores() == 3  # one other process's worth of load
+
+
+def test_busy_sample_reads_this_machine() -> None:
+    from rune_mcp.library import embed
+
+    first = embed._busy_sample()
+    if first is None:
+        pytest.skip("no /proc/stat on this system: the load-average estimate is used")
+    sum(i * i for i in range(200_000))  # some CPU time of our own
+    second = embed._busy_sample()
+    assert second is not None and second[0] > first[0] and second[2] > first[2]
+    assert second[1] >= first[1]
