@@ -103,6 +103,10 @@ def test_quick_memory_benchmark_end_to_end(dataset: Path, tmp_path: Path) -> Non
     for r in rows:
         if r["source_session"] is None and r["condition"] == "oracle_adapter":
             assert r["scores"] == by[(r["probe_id"], "none")]["scores"]
+    # ... and an adapter is really on the context when one is named: its scores move
+    moved = [r for r in rows if r["source_session"] and r["condition"] == "oracle_adapter"
+             and r["scores"] != by[(r["probe_id"], "none")]["scores"]]
+    assert moved, "the oracle adapter scored exactly like the base model on every probe"
     for name in ("report.md", "report.html", "accuracy.png", "context_tokens.png"):
         assert (report / name).stat().st_size > 0
     assert "95% CI" in (report / "report.md").read_text()
