@@ -76,3 +76,19 @@ def test_scores_are_taken_with_the_adapter_on_the_context(
     assert max(abs(a - b) for a, b in zip(plain.scores, adapted.scores, strict=True)) > 0.05
     assert score_choices(backend, MESSAGES, PREFIX, CHOICES).scores == plain.scores
     assert backend.active == ()
+
+
+def test_a_shared_prefix_is_reused_without_changing_the_scores(backend: Backend) -> None:
+    """Two probes about one session share its text; the second reuses the first's KV rows and
+    must score as it does from scratch."""
+    notes = "Notes: the deploy command is `just ship`; tests run with `just verify`. " * 20
+    first = [{"role": "user", "content": notes + "How do I deploy?"}]
+    second = [{"role": "user", "content": notes + "How do I run the tests?"}]
+    choices = ["just verify", "make test", "npm test"]
+    score_choices(backend, first, "Run `", choices)
+    reused = score_choices(backend, second, "Run `", choices)
+    assert backend._scored_prefix(backend._tokens(second)[:-1]) > 200  # type: ignore[attr-defined]
+    backend.apply_now([])  # forget the KV rows: the next score starts from scratch
+    fresh = score_choices(backend, second, "Run `", choices)
+    assert reused.scores == pytest.approx(fresh.scores, abs=1e-4)
+    assert reused.best() == fresh.best()
