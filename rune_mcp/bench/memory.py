@@ -375,10 +375,12 @@ def run_memory(
         chosen = select_probes(probes, {s.name for s in sessions}, quick)
         scorer = Scorer(local, sessions, quick)
         results = []
-        for i, probe in enumerate(chosen, 1):
-            results += [scorer.score(probe, c) for c in conditions]
-            if i % 10 == 0 or i == len(chosen):
-                say(f"scored {i}/{len(chosen)} probes")
+        # Condition by condition, probes in session order: consecutive probes then share a
+        # session's text (or an adapter and chat prefix), which the scorer does not evaluate again.
+        ordered = sorted(chosen, key=lambda p: (p["source_session"] or "~", p["id"]))
+        for condition in conditions:
+            results += [scorer.score(probe, condition) for probe in ordered]
+            say(f"scored {len(ordered)} probes under {condition}")
         close_backends()  # the backend's adapter cache points into the temporary library
     config = {
         "sessions": [s.name for s in sessions],
