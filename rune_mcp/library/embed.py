@@ -203,9 +203,9 @@ class CpuWatch:
     """Cores left idle by other processes, from /proc/stat less this process's own CPU time.
 
     The 1-minute load average lags: right after a busy minute it still reports the load that
-    has gone (a recall benchmark run after a parsing benchmark got one thread, and 17.9 ms p95
-    instead of 13.8). Two samples of the machine's busy time, less what this process used
-    between them, say what other processes use now. Without /proc (macOS) the load average,
+    has gone, and a query would get one thread on an idle machine. Two samples of the
+    machine's busy time, less what this process used between them, say what other processes
+    use now. Without /proc (macOS) the load average,
     less this process's own share, is the estimate.
     """
 
