@@ -88,7 +88,7 @@ def test_a_shared_prefix_is_reused_without_changing_the_scores(backend: Backend)
     score_choices(backend, first, "Run `", choices)
     reused = score_choices(backend, second, "Run `", choices)
     assert backend._scored_prefix(backend._tokens(second)[:-1]) > 200  # type: ignore[attr-defined]
-    backend.apply_now([])  # forget the KV rows: the next score starts from scratch
+    backend.apply_now([])  # type: ignore[attr-defined]  # forget the KV rows: start from scratch
     fresh = score_choices(backend, second, "Run `", choices)
     assert reused.scores == pytest.approx(fresh.scores, abs=1e-4)
     assert reused.best() == fresh.best()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -78,8 +79,8 @@ def test_cpu_watch_counts_other_processes_not_this_one(monkeypatch: pytest.Monke
         (3.0, 104.0, 11.0),  # both busy with others: still one thread, never zero
     ])
     monkeypatch.setattr(embed, "_busy_sample", lambda: next(samples))
-    monkeypatch.setattr(embed.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(embed.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
     watch = embed.CpuWatch()
     assert watch.idle_cores() == 1  # no window yet: the load average says busy
     assert [watch.idle_cores() for _ in range(4)] == [2, 2, 1, 1]
@@ -89,8 +90,8 @@ def test_cpu_watch_without_proc_uses_the_load_average(monkeypatch: pytest.Monkey
     from rune_mcp.library import embed
 
     monkeypatch.setattr(embed, "_busy_sample", lambda: None)
-    monkeypatch.setattr(embed.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(embed.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
     assert embed.CpuWatch().idle_cores() == 3  # one other process's worth of load
 
 
