@@ -78,9 +78,11 @@ def _read(path: Path, key: str) -> list[tuple[str, bool]] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    answers = data.get("answers") if isinstance(data, dict) else None
-    if data.get("version") != CACHE_VERSION or data.get("key") != key or not isinstance(answers, list):
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("key") != key:
         return None
+    answers = data.get("answers")
+    if not isinstance(answers, list) or not all(isinstance(a, list) and len(a) == 2 for a in answers):
+        return None  # a damaged cache is regenerated, never trusted
     return [(str(a[0]), bool(a[1])) for a in answers]
 
 

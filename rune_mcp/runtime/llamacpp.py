@@ -323,15 +323,11 @@ class LlamaCppBackend(StreamingBackend):
         """How many leading tokens of `head` the context still holds from the last scoring,
         under the same adapters. Probes share long prefixes (a session's text in the prompt,
         then several questions about it); re-evaluating them dominated benchmark time."""
+        from llama_cpp import Llama
+
         if self._scored is None or self._scored[0] != self._applied:
             return 0
-        last = self._scored[1]
-        n = 0
-        for a, b in zip(last, head, strict=False):
-            if a != b:
-                break
-            n += 1
-        return n
+        return int(Llama.longest_token_prefix(self._scored[1], head))
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` in the served model's vocabulary."""

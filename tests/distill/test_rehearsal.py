@@ -51,9 +51,11 @@ def test_corrupt_cache_is_regenerated(settings: Settings, tiny: Any) -> None:
     s = settings.with_overrides(cache_dir=settings.home / "cache")
     first = rehearsal_examples(s, "c" * 64, tiny.model, tiny.tokenizer)
     (cached,) = (s.cache_dir / "rehearsal").glob("*.json")
-    cached.write_text("{not json")
-    assert rehearsal_examples(s, "c" * 64, tiny.model, tiny.tokenizer) == first
-    assert json.loads(cached.read_text())["answers"]
+    key = json.loads(cached.read_text())["key"]
+    for damaged in ("{not json", "[1, 2]", json.dumps({"version": 1, "key": key, "answers": [7]})):
+        cached.write_text(damaged)
+        assert rehearsal_examples(s, "c" * 64, tiny.model, tiny.tokenizer) == first
+        assert json.loads(cached.read_text())["answers"]
 
 
 def test_switched_off_gives_nothing(settings: Settings, tiny: Any) -> None:
