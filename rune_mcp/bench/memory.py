@@ -112,17 +112,18 @@ def with_context(messages: list[dict[str, str]], text: str) -> list[dict[str, st
 # --- remembering -----------------------------------------------------------------------------------
 
 
-def select_sessions(paths: list[Path], quick: bool) -> list[Path]:
-    """All sessions, or for `--quick` the first session of the first two projects (by the
-    `<project>-NN` file naming of the generator; otherwise the first two files)."""
-    if not quick:
+def select_sessions(paths: list[Path], quick: bool, projects: int | None = None) -> list[Path]:
+    """The sessions to remember: all of them; with `projects`, every session of the first N
+    projects (grouped by the generator's `<project>-NN` file naming); for `--quick`, the first
+    session of the first two projects (otherwise the first two files)."""
+    if not quick and projects is None:
         return paths
     by_project: dict[str, list[Path]] = {}
     for p in paths:
         by_project.setdefault(re.sub(r"-\d+$", "", p.stem), []).append(p)
-    chosen = [
-        p for group in list(by_project.values())[:QUICK_PROJECTS] for p in group[:QUICK_SESSIONS_PER_PROJECT]
-    ]
+    count = QUICK_PROJECTS if projects is None else projects
+    per_project = QUICK_SESSIONS_PER_PROJECT if quick else None
+    chosen = [p for group in list(by_project.values())[:count] for p in group[:per_project]]
     return chosen if len(chosen) >= 2 else paths[:2]
 
 
@@ -346,11 +347,14 @@ def bench_settings(
     return settings.with_overrides(**values)
 
 
-def select_probes(probes: list[dict[str, Any]], names: set[str], quick: bool) -> list[dict[str, Any]]:
+def select_probes(
+    probes: list[dict[str, Any]], names: set[str], quick: bool, subset: bool = False
+) -> list[dict[str, Any]]:
+    """The probes of the remembered sessions, and the general controls (a few for `--quick`)."""
     kept = [p for p in probes if p["source_session"] in names]
     general = [p for p in probes if p["source_session"] is None]
     missing = {p["source_session"] for p in probes if p["source_session"]} - names
-    if missing and not quick:
+    if missing and not (quick or subset):
         log.warning("%d probes name sessions that are not in the sessions folder; skipped", len(missing))
     return kept + (general[:QUICK_GENERAL] if quick else general)
 
@@ -363,6 +367,7 @@ def run_memory(
     quick: bool = False,
     overrides: dict[str, Any] | None = None,
     say: Callable[[str], None] = log.info,
+    subset: bool = False,
 ) -> dict[str, Any]:
     """Remember `paths` into a temporary library and score `probes` under `conditions`."""
     from rune_mcp.runtime import close_backends
@@ -372,7 +377,7 @@ def run_memory(
         local = bench_settings(settings, Path(tmp) / "home", quick, overrides)
         sessions = remember_all(local, paths, say)
         remembered = time.perf_counter() - start
-        chosen = select_probes(probes, {s.name for s in sessions}, quick)
+        chosen = select_probes(probes, {s.name for s in sessions}, quick, subset)
         scorer = Scorer(local, sessions, quick)
         results = []
         # Condition by condition, probes in session order: consecutive probes then share a
@@ -386,6 +391,7 @@ def run_memory(
         "sessions": [s.name for s in sessions],
         "probes": len(chosen),
         "quick": quick,
+        "subset": subset,
         "conditions": list(conditions),
         "overrides": overrides or {},
         "adapters": {s.name: s.adapter_id for s in sessions},
@@ -421,6 +427,12 @@ def register(sub: Any) -> None:
         f"at most {QUICK_STEPS} training steps of {QUICK_BATCH_TOKENS} tokens",
     )
     p.add_argument(
+        "--projects",
+        type=int,
+        metavar="N",
+        help="only the sessions of the first N projects (and their probes), at full training steps",
+    )
+    p.add_argument(
         "--ablation",
         action="store_true",
         help="retrain under each ablation (lesson parts, rank, steps, targets) and compare",
@@ -430,6 +442,12 @@ def register(sub: Any) -> None:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -443,22 +461,27 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"{args.sessions} holds no *.jsonl sessions; make some with `rune bench make-dataset`."
         )
     probes = load_probes(args.probes)
-    paths = select_sessions(paths, args.quick)
+    if args.projects is not None and args.projects < 1:
+        raise UsageError(f"--projects must be at least 1, not {args.projects}; leave it out for all.")
+    paths = select_sessions(paths, args.quick, args.projects)
+    subset = args.projects is not None
     if args.ablation:
         runs = {}
         for name, overrides in ABLATIONS.items():
             _say(f"ablation {name}: {overrides or 'defaults'}")
-            runs[name] = run_memory(settings, paths, probes, ABLATION_CONDITIONS, args.quick, overrides, _say)
-        data: dict[str, Any] = {"ablations": runs}
-        if args.report:
-            write_ablation_report(runs, args.report)
+            runs[name] = run_memory(
+                settings, paths, probes, ABLATION_CONDITIONS, args.quick, overrides, _say, subset
+            )
+            # written after every variant: a long run stopped part way keeps what it measured
+            data: dict[str, Any] = {"ablations": runs}
+            _write_json(args.json, data)
+            if args.report:
+                write_ablation_report(runs, args.report)
     else:
-        data = run_memory(settings, paths, probes, CONDITIONS, args.quick, None, _say)
+        data = run_memory(settings, paths, probes, CONDITIONS, args.quick, None, _say, subset)
+        _write_json(args.json, data)
         if args.report:
             write_report(data, args.report)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, json.dumps(data, indent=1) + "\n")
     print(
         json.dumps(
             {k: v["summary"] for k, v in data["ablations"].items()} if args.ablation else data["summary"],

@@ -302,14 +302,14 @@ class Library:
 
         index = self._reading_index()
         try:
-            return index.query(vector, k, where, accept)
+            return index.query(vector, k, where, accept, narrow=bool(project))
         except IndexUnusable:
             # Another process changed the files under our feet: reload once and retry.
             with locked(self.lock_path):
                 index.close()
                 index = self._open_index()
                 self._repair(index)
-            return index.query(vector, k, where, accept)
+            return index.query(vector, k, where, accept, narrow=bool(project))
 
     def _index_problems(self) -> Problems:
         place = self.settings.home / INDEX_DIR

@@ -24,6 +24,9 @@ def test_quick_picks_one_session_of_two_projects(dataset: Path) -> None:
     chosen = select_sessions(paths, quick=True)
     assert len(chosen) == 2 and chosen[0].stem.rsplit("-", 1)[0] != chosen[1].stem.rsplit("-", 1)[0]
     assert select_sessions(paths, quick=False) == paths
+    one = select_sessions(paths, quick=False, projects=1)
+    assert len(one) > 1 and {p.stem.rsplit("-", 1)[0] for p in one} == {paths[0].stem.rsplit("-", 1)[0]}
+    assert select_sessions(paths, quick=False, projects=99) == paths
 
 
 def test_trajectory_text_holds_the_fix_and_context_goes_first(dataset: Path) -> None:
@@ -43,6 +46,7 @@ def test_bad_folders_are_one_sentence(tmp_path: Path, dataset: Path) -> None:
         sessions = tmp_path
         probes = dataset / "probes.jsonl"
         quick = True
+        projects = None
         ablation = False
         json = None
         report = None

@@ -1,4 +1,4 @@
-"""The embedder: the traced query path must give the vectors the model itself gives."""
+"""The embedder: the ONNX Runtime query path must give the vectors the model itself gives."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rune_mcp.config import Settings
-from rune_mcp.library.embed import SentenceTransformerEmbedder, TracedEncoder, get_embedder
+from rune_mcp.library.embed import OnnxEncoder, SentenceTransformerEmbedder, get_embedder
 
 TEXTS = [
     "fix the login redirect loop in the api",
@@ -26,9 +26,9 @@ def embedder() -> SentenceTransformerEmbedder:
     return real
 
 
-def test_query_path_is_traced_and_matches_the_model(embedder: SentenceTransformerEmbedder) -> None:
+def test_query_path_is_onnx_and_matches_the_model(embedder: SentenceTransformerEmbedder) -> None:
     fast = [embedder.embed([t])[0] for t in TEXTS]  # one text at a time: the query path
-    assert embedder._fast is not None, "the traced query path was not built for MiniLM"
+    assert embedder._fast is not None, "the ONNX query path was not built for MiniLM"
     eager = embedder._encode(TEXTS)
     np.testing.assert_allclose(np.asarray(fast), eager, atol=1e-5)
 
@@ -36,7 +36,7 @@ def test_query_path_is_traced_and_matches_the_model(embedder: SentenceTransforme
 def test_padded_small_batch_matches_the_large_batch_path(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
-    small = embedder.embed(TEXTS)  # <= 4 texts of different lengths: traced, padded
+    small = embedder.embed(TEXTS)  # <= 4 texts of different lengths: ONNX, padded
     large = embedder.embed(TEXTS * 3)[: len(TEXTS)]  # > 4 texts: the model's own encode
     np.testing.assert_allclose(np.asarray(small), np.asarray(large), atol=1e-5)
     assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-5 for v in small)
@@ -46,7 +46,7 @@ def test_model_that_does_not_fit_keeps_the_eager_path(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
     class ClsPooled(list[Any]):
-        """The real modules, but claiming CLS pooling, which the traced path does not do."""
+        """The real modules, but claiming CLS pooling, which the ONNX path does not do."""
 
         def preprocess(self, texts: list[str]) -> Any:
             return embedder._model.preprocess(texts)
@@ -56,16 +56,16 @@ def test_model_that_does_not_fit_keeps_the_eager_path(
     original = pooling.get_config_dict
     pooling.get_config_dict = lambda: {**original(), "pooling_mode": "cls"}
     try:
-        assert TracedEncoder.build(model, embedder._encode) is None
+        assert OnnxEncoder.build(model, embedder._encode) is None
     finally:
         del pooling.get_config_dict
 
 
-def test_traced_path_that_disagrees_is_not_used(embedder: SentenceTransformerEmbedder) -> None:
+def test_onnx_path_that_disagrees_is_not_used(embedder: SentenceTransformerEmbedder) -> None:
     def wrong(texts: list[str]) -> Any:
         return embedder._encode(texts) * 0.5
 
-    assert TracedEncoder.build(embedder._model, wrong) is None
+    assert OnnxEncoder.build(embedder._model, wrong) is None
 
 
 def test_cpu_watch_counts_other_processes_not_this_one(monkeypatch: pytest.MonkeyPatch) -> None:

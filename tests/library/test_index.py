@@ -164,6 +164,30 @@ def test_selective_filter_falls_back_to_chroma_filtering(
     assert len(library.recall(TASKS[0], k=30, min_similarity=-1, base_fingerprint=FAKE_BASE)) == 25
 
 
+def test_query_asks_for_k_first_then_widens_past_other_bases(
+    library: Library, adapter_src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):  # the nearest records belong to another base model
+        library.add(adapter_src, None, adapter_meta(300 + n, task=TASKS[0], base="c" * 64))
+    mine = library.add(adapter_src, None, adapter_meta(310, task=TASKS[0] + " again"))
+    index = library._reading_index()
+    calls: list[dict[str, object]] = []
+    real = index._call
+
+    def spy(method: str, **kwargs: object) -> object:
+        calls.append({"method": method, "n": kwargs.get("n_results"), "where": "where" in kwargs})
+        return real(method, **kwargs)
+
+    monkeypatch.setattr(index, "_call", spy)
+    hits = library.recall(TASKS[0], k=1, min_similarity=-1, base_fingerprint=FAKE_BASE)
+    assert [h.record.adapter_id for h in hits] == [mine.adapter_id]
+    queries = [c for c in calls if c["method"] == "query"]
+    assert [(c["n"], c["where"]) for c in queries] == [(1, False), (20, False)]
+    calls.clear()
+    library.recall(TASKS[0], k=1, min_similarity=-1, base_fingerprint="c" * 64)
+    assert [(c["n"], c["where"]) for c in calls if c["method"] == "query"] == [(1, False)]
+
+
 def test_unreachable_chroma_server_is_one_clear_error(
     monkeypatch: pytest.MonkeyPatch, real_embedder: Embedder, adapter_src: Path
 ) -> None:
