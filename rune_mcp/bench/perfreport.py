@@ -61,18 +61,24 @@ def _plot(
 def _recall(data: dict[str, Any], out: Path) -> list[str]:
     rows = data.get("sizes") or []
     table = (
-        ["adapters", "recall p50 ms", "recall p95 ms", "embedding p50 ms"],
+        ["adapters", "recall p50 ms", "recall p95 ms", "embedding p50 ms", "PyTorch embedding p50 ms"],
         [
             [
                 str(r["adapters"]),
                 str(r["recall"]["p50_ms"]),
                 str(r["recall"]["p95_ms"]),
                 str(r["embedding"]["p50_ms"]),
+                str(r.get("embedding_eager", {}).get("p50_ms", "-")),
             ]
             for r in rows
         ],
     )
     lines = [markdown_table(table)]
+    if q := data.get("query_path"):
+        lines.append(
+            f"\nQuery path: {q['kind']}; the first query built it in {q['first_query_s']} s and "
+            f"added {q['rss_added_mb']} MB resident."
+        )
     xs = [float(r["adapters"]) for r in rows]
     if rows and _plot(
         out / "perf-recall.png",

@@ -83,6 +83,17 @@ class SentenceTransformerEmbedder:
             vectors = self._encode(list(texts))
         return [[float(x) for x in row] for row in vectors]
 
+    def embed_eager(self, texts: Sequence[str]) -> list[list[float]]:
+        """The model's own PyTorch path for any batch: what the fast path is checked and
+        benchmarked against."""
+        with _query_threads():
+            return [[float(x) for x in row] for row in self._encode(list(texts))]
+
+    @property
+    def query_path(self) -> str:
+        """"onnx" once the fast query path is built, "eager" where it could not be."""
+        return "onnx" if self._fast is not None else "eager"
+
     def _encode(self, texts: list[str]) -> Any:
         return self._model.encode(
             texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
