@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,3 +108,19 @@ def test_busy_sample_reads_this_machine() -> None:
     second = embed._busy_sample()
     assert second is not None and second[0] > first[0] and second[2] > first[2]
     assert second[1] >= first[1]
+
+
+def test_building_the_query_path_writes_nothing_to_stdout(tmp_path: Path) -> None:
+    """`rune serve` speaks JSON-RPC on stdout: the export and session must print nothing."""
+    code = (
+        "from rune_mcp.config import Settings\n"
+        "from rune_mcp.library.embed import get_embedder\n"
+        "e = get_embedder(Settings())\n"
+        "e.embed(['build the query path'])\n"
+        "assert e.query_path == 'onnx', e.query_path\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == ""
