@@ -416,8 +416,8 @@ def run_memory(
 
 def register(sub: Any) -> None:
     p = sub.add_parser("memory", help="score probes with no memory, text in context, and adapters")
-    p.add_argument("--sessions", type=Path, required=True, help="folder of *.jsonl sessions")
-    p.add_argument("--probes", type=Path, required=True, help="probes JSONL file")
+    p.add_argument("--sessions", type=Path, help="folder of *.jsonl sessions")
+    p.add_argument("--probes", type=Path, help="probes JSONL file")
     p.add_argument("--json", type=Path, help="write the full results JSON here")
     p.add_argument("--report", type=Path, help="write report.md, report.html and plots here")
     p.add_argument(
@@ -437,11 +437,36 @@ def register(sub: Any) -> None:
         action="store_true",
         help="retrain under each ablation (lesson parts, rank, steps, targets) and compare",
     )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="write --report again from an earlier run's --json output, without rerunning",
+    )
     p.set_defaults(func=run)
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def rewrite_report(source: Path, report: Path | None) -> int:
+    """The report of an earlier run, from its JSON (a memory run or an ablation)."""
+    from rune_mcp.bench.report import write_ablation_report, write_report
+
+    if report is None:
+        raise UsageError("--from-json needs --report DIR to say where the report goes.")
+    try:
+        data = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {source} as a `rune bench memory --json` file ({exc}).") from exc
+    if not isinstance(data, dict) or not ("ablations" in data or "summary" in data):
+        raise UsageError(f"{source} is not the JSON of `rune bench memory --json`; give that file.")
+    if "ablations" in data:
+        print(write_ablation_report(data["ablations"], report))
+    else:
+        print(write_report(data, report))
+    return 0
 
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
@@ -453,6 +478,10 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.bench.report import write_ablation_report, write_report
 
+    if args.from_json is not None:
+        return rewrite_report(args.from_json, args.report)
+    if args.sessions is None or args.probes is None:
+        raise UsageError("give --sessions DIR and --probes FILE (or --from-json FILE with --report DIR).")
     if not args.sessions.is_dir():
         raise UsageError(f"{args.sessions} is not a folder; give the folder holding the *.jsonl sessions.")
     paths = sorted(args.sessions.glob("*.jsonl"))

@@ -219,11 +219,50 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
     return out / "report.md"
 
 
+def paired_difference(
+    base: list[dict[str, Any]], other: list[dict[str, Any]], condition: str, reps: int = 2000
+) -> tuple[float, float, float] | None:
+    """Mean difference in correctness (other - base) on the knowledge probes both scored under
+    `condition`, with a 95% paired bootstrap interval: the variants answer the same probes, so
+    resampling probes keeps each probe's pair together and shows less noise than two intervals.
+    """
+    import numpy as np
+
+    def correct(rows: list[dict[str, Any]]) -> dict[str, bool]:
+        return {
+            r["probe_id"]: bool(r["correct"])
+            for r in rows
+            if r["condition"] == condition and r["source_session"] is not None
+        }
+
+    a, b = correct(base), correct(other)
+    ids = sorted(a.keys() & b.keys())
+    if not ids:
+        return None
+    diff = np.asarray([float(b[i]) - float(a[i]) for i in ids])
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), size=(reps, len(diff)))].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _delta(pair: tuple[float, float, float] | None) -> str:
+    if pair is None:
+        return "-"
+    mean, low, high = pair
+    return f"{100 * mean:+.1f} ({100 * low:+.1f} to {100 * high:+.1f})"
+
+
 def ablation_table(runs: dict[str, dict[str, Any]]) -> Table:
     rows = []
+    base = runs.get("baseline", {}).get("results")
     for name, data in runs.items():
         s, c = data["summary"], data["config"]
         acc = s["accuracy"]
+        paired = (
+            paired_difference(base, data["results"], "oracle_adapter")
+            if base is not None and name != "baseline"
+            else None
+        )
         rows.append(
             [
                 name,
@@ -236,6 +275,7 @@ def ablation_table(runs: dict[str, dict[str, Any]]) -> Table:
                     for k in ("none", "oracle_adapter", "recalled_adapter", "mismatched_adapter")
                     if k in acc
                 ),
+                _delta(paired),
                 _pct(s["general_accuracy"].get("oracle_adapter", {}).get("accuracy")),
                 _pct(s["general_accuracy"].get("mismatched_adapter", {}).get("accuracy")),
                 str(s["remember"]["seconds_mean"]),
@@ -252,6 +292,7 @@ def ablation_table(runs: dict[str, dict[str, Any]]) -> Table:
             "oracle adapter",
             "recalled adapter",
             "mismatched adapter",
+            "oracle vs baseline, points (paired 95% CI)",
             "general (base)",
             "general (any adapter)",
             "remember s/session",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,9 +51,55 @@ def test_bad_folders_are_one_sentence(tmp_path: Path, dataset: Path) -> None:
         ablation = False
         json = None
         report = None
+        from_json = None
 
     with pytest.raises(UsageError, match="no \\*.jsonl"):
         run(Args(), load_settings())  # type: ignore[arg-type]
+
+
+def _run(name: str, correct: list[bool]) -> dict[str, Any]:
+    """A minimal ablation run: oracle-adapter results for four knowledge probes."""
+    results = [
+        {"probe_id": f"p{i}", "condition": "oracle_adapter", "source_session": "s-01", "correct": c}
+        for i, c in enumerate(correct)
+    ]
+    acc = {"n": 4, "accuracy": sum(correct) / 4, "ci95": [0.0, 1.0]}
+    return {
+        "config": {"train_steps": 30, "lora_rank": 8, "target_modules": ["o_proj"], "sessions": ["s-01"],
+                   "probes": 4, "lessons": {"episodes": name != "no_episodes", "qa": True}},
+        "summary": {"accuracy": {"oracle_adapter": acc}, "general_accuracy": {},
+                    "remember": {"seconds_mean": 1.0}},
+        "results": results,
+    }
+
+
+def test_paired_difference_keeps_each_probe_with_its_pair() -> None:
+    from rune_mcp.bench.report import paired_difference
+
+    base = _run("baseline", [True, True, False, False])["results"]
+    same = paired_difference(base, base, "oracle_adapter")
+    assert same == (0.0, 0.0, 0.0)  # identical answers: no difference, no interval
+    worse = paired_difference(base, _run("x", [True, False, False, False])["results"], "oracle_adapter")
+    assert worse is not None and worse[0] == -0.25 and worse[1] <= -0.25 <= worse[2] <= 0.0
+    assert paired_difference(base, base, "none") is None
+
+
+def test_report_is_rewritten_from_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "ablation.json"
+    runs = {"baseline": _run("baseline", [True, True, True, False]),
+            "no_episodes": _run("no_episodes", [True, False, True, False])}
+    source.write_text(json.dumps({"ablations": runs}))
+    assert main(["bench", "memory", "--from-json", str(source), "--report", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "ablation.md").read_text()
+    assert "oracle vs baseline" in text and "| no_episodes |" in text and "-25.0 (" in text
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["bench", "memory", "--from-json", str(bad), "--report", str(tmp_path)]) == 2
+    assert main(["bench", "memory", "--from-json", str(source)]) == 2
+    assert main(["bench", "memory", "--probes", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert "is not the JSON" in err and "needs --report" in err and "--sessions DIR" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow
