@@ -99,17 +99,18 @@ def run_bench(settings: Settings, sizes: list[int], queries: int) -> dict[str, A
     from rune_mcp.library import Library
     from rune_mcp.library.embed import get_embedder
     from rune_mcp.library.library import Library as _Library
+    from rune_mcp.runtime.base import rss_mb
 
     embedder = get_embedder(settings)
     rng = random.Random(0)
     pool_texts = [_task(rng) for _ in range(500)]
     pool = np.asarray(embedder.embed(pool_texts), dtype=np.float32)
-    before, start = _rss_mb(), time.perf_counter()
+    before, start = rss_mb(), time.perf_counter()
     embedder.embed(["build the query path"])  # the first query builds the fast path
     query_path = {
         "kind": getattr(embedder, "query_path", "eager"),
         "first_query_s": round(time.perf_counter() - start, 2),
-        "rss_added_mb": round(_rss_mb() - before, 1),
+        "rss_added_mb": round(rss_mb() - before, 1),
     }
     weights, config = _tiny_peft_files()
     results: dict[str, Any] = {"sizes": [], "queries_per_size": queries, "query_path": query_path}
@@ -165,15 +166,6 @@ def _time_recall(lib: Any, embedder: Any, size: int, queries: int) -> dict[str, 
     if eager_only:
         row["embedding_eager"] = _percentiles(eager_only)
     return row
-
-
-def _rss_mb() -> float:
-    """This process's resident memory now (0 where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def register(sub: Any) -> None:

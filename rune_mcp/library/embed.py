@@ -73,21 +73,16 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        if len(texts) <= SMALL_BATCH:
-            fast = self._fast_path()
-            if fast is not None:
-                return fast.embed(list(texts))
-            with _query_threads():
-                vectors = self._encode(list(texts))
-        else:
-            vectors = self._encode(list(texts))
-        return [[float(x) for x in row] for row in vectors]
+        if len(texts) > SMALL_BATCH:
+            return _rows(self._encode(list(texts)))  # large batches keep every thread
+        fast = self._fast_path()
+        return fast.embed(list(texts)) if fast is not None else self.embed_eager(texts)
 
     def embed_eager(self, texts: Sequence[str]) -> list[list[float]]:
-        """The model's own PyTorch path for any batch: what the fast path is checked and
-        benchmarked against."""
+        """The model's own PyTorch path for a query: the fallback where the fast path cannot be
+        built, and what it is benchmarked against."""
         with _query_threads():
-            return [[float(x) for x in row] for row in self._encode(list(texts))]
+            return _rows(self._encode(list(texts)))
 
     @property
     def query_path(self) -> str:
@@ -144,7 +139,7 @@ class OnnxEncoder:
         return fast
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        return [[float(x) for x in row] for row in self._vectors(texts)]
+        return _rows(self._vectors(texts))
 
     def _vectors(self, texts: list[str]) -> Any:
         import numpy as np
@@ -156,6 +151,11 @@ class OnnxEncoder:
         weights = mask[..., None].astype(hidden.dtype)
         mean = (hidden * weights).sum(1) / np.clip(weights.sum(1), 1e-9, None)
         return mean / np.clip(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12, None)
+
+
+def _rows(vectors: Any) -> list[list[float]]:
+    """A 2-D array as plain lists of floats, the `Embedder` interface's type."""
+    return [[float(x) for x in row] for row in vectors]
 
 
 def _export_onnx(model: Any) -> bytes:

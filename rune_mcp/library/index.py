@@ -246,9 +246,8 @@ class AdapterIndex:
         search first collects every matching id (measured at 10,000 records: 126 ms against
         3 ms unfiltered), and usually nearly every adapter matches (same base model), so the
         nearest few are fetched unfiltered and filtered here, widening once, and only when too
-        few survive does Chroma run the exact filtered search. Each metadata row fetched costs
-        (at 10,000 records: 2.6 ms for 20 rows, about 1.3 ms for 3), so the first try asks for
-        just `k` unless a project filter makes misses likely.
+        few survive does Chroma run the exact filtered search. Every metadata row fetched costs
+        time, so the first try asks for just `k` unless a project filter makes misses likely.
         """
         # Asking for more than the index holds returns all of it; no count() round trip first
         # (it was 2 of the 5 ms the index took per recall at 10,000 records).

@@ -57,6 +57,14 @@ def test_bad_folders_are_one_sentence(tmp_path: Path, dataset: Path) -> None:
         run(Args(), load_settings())  # type: ignore[arg-type]
 
 
+def test_projects_below_one_is_one_sentence(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "memory", "--sessions", str(dataset / "sessions"), "--probes",
+            str(dataset / "probes.jsonl"), "--projects", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--projects must be at least 1" in err and "Traceback" not in err
+
+
 def _run(name: str, correct: list[bool]) -> dict[str, Any]:
     """A minimal ablation run: oracle-adapter results for four knowledge probes."""
     results = [
