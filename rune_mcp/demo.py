@@ -61,9 +61,9 @@ def remember_demo(settings: Settings) -> int:
 
     from rune_mcp.basemodel import ensure_derived
     from rune_mcp.capture import parse_path
+    from rune_mcp.distill.probes import load_probes, sample_paths, score
+    from rune_mcp.distill.remember import get_loaded, remember_trajectory
     from rune_mcp.library import Library
-    from rune_mcp.probes import load_probes, sample_paths, score
-    from rune_mcp.remember import get_loaded, remember_trajectory
 
     session, probes_file = sample_paths()
     _step("Parsing a sample session (a fictional project, two quirks learned through errors)")

@@ -8,6 +8,7 @@ is fsynced, and is renamed into place: a reader sees the old file or the new one
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -32,6 +33,12 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes as hex, streamed (`hashlib.file_digest`), never read whole."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -79,7 +79,7 @@ class Session:
 
 def trajectory_text(traj: Trajectory) -> str:
     """A session as plain text: `User: ...`, `Assistant: ...`, `$ cmd`, outputs clipped."""
-    from rune_mcp.episodes import render_action
+    from rune_mcp.capture.episodes import render_action
 
     lines = [f"Project: {traj.project_name}", f"Task: {traj.task}"]
     for step in traj.steps:
@@ -129,7 +129,7 @@ def select_sessions(paths: list[Path], quick: bool, projects: int | None = None)
 
 def remember_all(settings: Settings, paths: Sequence[Path], say: Callable[[str], None]) -> list[Session]:
     from rune_mcp.capture import parse_path
-    from rune_mcp.remember import remember_trajectory
+    from rune_mcp.distill.remember import remember_trajectory
 
     out = []
     for i, path in enumerate(paths, 1):

@@ -100,8 +100,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.capture import parse_path
+    from rune_mcp.capture.redact import Redactor
     from rune_mcp.cli.output import emit_json
-    from rune_mcp.redact import Redactor
 
     Redactor()  # compile the rules once, as a long-running process would
     with tempfile.TemporaryDirectory() as tmp:

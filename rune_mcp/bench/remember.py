@@ -6,7 +6,7 @@ with different names until the session reaches its size (counted with the base t
 Each size runs in its own temporary library with the configured training settings. "Load" is
 loading the base model for training (done again for every size); "excluding load" is compile,
 train, export, store and index. The embedder is warmed once beforehand and reported apart, and
-so is the one-time generation of the rehearsal answers for the base (`rune_mcp.rehearsal`).
+so is the one-time generation of the rehearsal answers for the base (`rune_mcp.distill.rehearsal`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _size(steps: list[Step], count: Any) -> int:
 
 
 def _one(settings: Settings, tokens: int, count: Any) -> dict[str, Any]:
-    from rune_mcp import remember
+    from rune_mcp.distill import remember
 
     traj = synthetic_trajectory(tokens, count)
     with tempfile.TemporaryDirectory(prefix="rune-bench-") as home:
@@ -120,9 +120,9 @@ def _one(settings: Settings, tokens: int, count: Any) -> dict[str, Any]:
 
 def bench_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.basemodel import ensure_derived, resolve_base
+    from rune_mcp.distill.rehearsal import rehearsal_examples
+    from rune_mcp.distill.train import load_base
     from rune_mcp.library.embed import get_embedder
-    from rune_mcp.rehearsal import rehearsal_examples
-    from rune_mcp.train import load_base
 
     sizes = [int(x) for x in str(args.sizes).split(",") if x.strip()]
     info = resolve_base(settings)

@@ -57,7 +57,7 @@ def make_adapters(settings: Settings, base: Any, folder: Path, count: int) -> li
     import numpy as np
 
     from rune_mcp.basemodel import ensure_derived
-    from rune_mcp.export import export_gguf
+    from rune_mcp.distill.gguf import export_gguf
     from rune_mcp.runtime.base import AdapterSpec
 
     peft_dir = _random_peft(settings, ensure_derived(settings, base, quiet=True), folder / "peft")

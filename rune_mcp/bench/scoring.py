@@ -5,7 +5,7 @@ own chat template with the generation prompt) and the probe's prefix (assistant 
 written); the probe is correct when its answer scores highest. Scores come from the runtime's
 llama.cpp backend (`LlamaCppBackend.score_choices`), with the adapters put on the context the
 way a request puts them, so a benchmark measures what a user gets. (The transformers scorer in
-`rune_mcp.probes` checks training in-process against the PEFT weights; this one checks the
+`rune_mcp.distill.probes` checks training in-process against the PEFT weights; this one checks the
 served GGUF.)
 """
 

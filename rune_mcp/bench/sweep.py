@@ -34,10 +34,10 @@ def run_sweep(settings: Settings, variants: list[dict[str, Any]]) -> dict[str, A
 
     from rune_mcp.basemodel import ensure_derived, resolve_base
     from rune_mcp.capture import parse_path
-    from rune_mcp.lessons import compile_lessons
-    from rune_mcp.probes import greedy, load_probes, sample_paths, score
-    from rune_mcp.rehearsal import rehearsal_examples
-    from rune_mcp.train import load_base, train_adapter
+    from rune_mcp.distill.lessons import compile_lessons
+    from rune_mcp.distill.probes import greedy, load_probes, sample_paths, score
+    from rune_mcp.distill.rehearsal import rehearsal_examples
+    from rune_mcp.distill.train import load_base, train_adapter
 
     info = resolve_base(settings)
     loaded = load_base(settings, ensure_derived(settings, info), "lora")

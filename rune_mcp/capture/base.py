@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from rune_mcp.capture.budget import fit
-from rune_mcp.episodes import analyse
+from rune_mcp.capture.episodes import analyse
+from rune_mcp.capture.redact import Redactor
 from rune_mcp.errors import ParseError
-from rune_mcp.redact import Redactor
 from rune_mcp.trajectory import Step, StepKind, Trajectory
 
 TASK_MAX_CHARS = 4_000

@@ -31,7 +31,7 @@ def _progress(step: int, total: int, message: str) -> None:
 
 
 def remember_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp.remember import remember_path
+    from rune_mcp.distill.remember import remember_path
 
     result = remember_path(settings, args.path, args.format, args.method, _progress)
     if args.json:

@@ -73,15 +73,15 @@ def serve_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def hook_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp.hooks import run_hook
     from rune_mcp.logs import setup_logging
+    from rune_mcp.server.hooks import run_hook
 
     setup_logging(settings, debug=args.debug, to_file=True)
     return run_hook(args.agent, sys.stdin, settings)
 
 
 def install_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp import install
+    from rune_mcp.server import install
 
     if args.target == "claude-code":
         use_cli = False if args.no_cli else None
@@ -119,7 +119,7 @@ def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def jobs_ls_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp.jobs import JobQueue
+    from rune_mcp.distill.queue import JobQueue
 
     jobs = JobQueue(settings).recent(state=args.state, limit=args.limit)
     if args.json:
@@ -139,7 +139,7 @@ def jobs_ls_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def jobs_add_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp.jobs import JobQueue
+    from rune_mcp.distill.queue import JobQueue
 
     job = JobQueue(settings).enqueue(path=args.path, fmt=args.fmt, source="cli")
     print(f"job {job.id}: {job.state}")
@@ -147,7 +147,7 @@ def jobs_add_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def jobs_work_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp.jobs import JobQueue
+    from rune_mcp.distill.queue import JobQueue
     from rune_mcp.logs import setup_logging
 
     setup_logging(settings, debug=args.debug, to_file=True)

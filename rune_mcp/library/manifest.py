@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.errors import LibraryError
+from rune_mcp.fsutil import file_digest
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -35,16 +36,6 @@ KNOWN_META = {
     "base_fingerprint", "method", "rank", "alpha", "target_modules", "agent", "session_id",
     "project", "trajectory_id", "task", "embed_text", "lesson_count", "training", "parents",
 }
-_CHUNK = 1 << 20
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _opt_str(meta: dict[str, Any], key: str) -> str | None:

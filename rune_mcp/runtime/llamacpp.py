@@ -192,7 +192,7 @@ class LlamaCppBackend(StreamingBackend):
         if spec.peft_dir is None:
             raise BackendError(f"adapter {spec.adapter_id} has neither a GGUF file nor a PEFT "
                                "folder; remove it and remember the session again.")
-        from rune_mcp.export import export_gguf
+        from rune_mcp.distill.gguf import export_gguf
 
         out = self.settings.cache_dir / "gguf" / f"{spec.adapter_id}.gguf"
         if not out.is_file():

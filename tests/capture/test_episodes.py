@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from capture.builders import ClaudeSession
 from rune_mcp.capture import parse_text
-from rune_mcp.episodes import action_key, is_failure, render_action
+from rune_mcp.capture.episodes import action_key, is_failure, render_action
 from rune_mcp.trajectory import Step
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from capture.builders import ClaudeSession
 from capture.secrets_corpus import GENERATORS, corpus
 from rune_mcp.capture import parse_text
-from rune_mcp.redact import Redactor, redact_text
+from rune_mcp.capture.redact import Redactor, redact_text
 from rune_mcp.trajectory import Trajectory
 
 REPO = Path(__file__).resolve().parents[2]

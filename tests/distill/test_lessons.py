@@ -9,7 +9,7 @@ import pytest
 
 from distill.sessions import FAILED, FIXED, make_trajectory
 from rune_mcp.config import Settings
-from rune_mcp.lessons import (
+from rune_mcp.distill.lessons import (
     IGNORE,
     Example,
     apply_budget,
@@ -169,7 +169,7 @@ def test_render_without_unlikelihood_has_no_negative(
 
 
 def test_sample_session_bundled(tmp_path: Path) -> None:
-    from rune_mcp.probes import load_probes, sample_paths
+    from rune_mcp.distill.probes import load_probes, sample_paths
 
     session, probes_file = sample_paths()
     assert session.is_file()

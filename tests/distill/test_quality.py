@@ -26,8 +26,8 @@ import pytest
 
 from rune_mcp.basemodel import resolve_base
 from rune_mcp.config import Settings, load_settings
+from rune_mcp.distill.probes import greedy, load_probes, sample_paths, score
 from rune_mcp.library import Library
-from rune_mcp.probes import greedy, load_probes, sample_paths, score
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")]
@@ -40,7 +40,7 @@ def settings(rune_home: Path) -> Settings:
 
 def _model(settings: Settings) -> tuple[Any, Any]:
     from rune_mcp.basemodel import ensure_derived
-    from rune_mcp.train import load_base
+    from rune_mcp.distill.train import load_base
 
     loaded = load_base(settings, ensure_derived(settings, resolve_base(settings)), "lora")
     return loaded.model, loaded.tokenizer
@@ -49,7 +49,7 @@ def _model(settings: Settings) -> tuple[Any, Any]:
 def test_remembered_session_changes_the_answer_and_nothing_else(settings: Settings) -> None:
     from peft import PeftModel
 
-    from rune_mcp.remember import remember_path
+    from rune_mcp.distill.remember import remember_path
 
     session, probes_file = sample_paths()
     probes = load_probes(probes_file)
@@ -169,8 +169,8 @@ def test_canaries_are_never_produced(settings: Settings, tmp_path: Path) -> None
     from llama_cpp import Llama
 
     from rune_mcp.capture import parse_path
-    from rune_mcp.lessons import compile_lessons
-    from rune_mcp.remember import remember_trajectory
+    from rune_mcp.distill.lessons import compile_lessons
+    from rune_mcp.distill.remember import remember_trajectory
 
     canaries = _canaries()
     session = tmp_path / "canary.jsonl"

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from rune_mcp.config import Settings
-from rune_mcp.lessons import render_examples
-from rune_mcp.rehearsal import bundled_prompts, generate_answers, rehearsal_examples
-from rune_mcp.train import load_base
+from rune_mcp.distill.lessons import render_examples
+from rune_mcp.distill.rehearsal import bundled_prompts, generate_answers, rehearsal_examples
+from rune_mcp.distill.train import load_base
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_answers_are_generated_once_per_base_and_cached(
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("generated again although the answers are cached")
 
-    monkeypatch.setattr("rune_mcp.rehearsal.generate_answers", fail)
+    monkeypatch.setattr("rune_mcp.distill.rehearsal.generate_answers", fail)
     again = rehearsal_examples(s, "a" * 64, tiny.model, tiny.tokenizer)
     assert again == first
     with pytest.raises(AssertionError, match="generated again"):
@@ -67,7 +67,7 @@ def test_switched_off_gives_nothing(settings: Settings, tiny: Any) -> None:
 def test_answer_cut_short_is_trained_without_an_end_of_turn(tiny: Any) -> None:
     [(text, ended)] = generate_answers(tiny.model, tiny.tokenizer, ["What is recursion?"], 5)
     assert not ended  # a random model does not stop within 5 tokens
-    from rune_mcp.lessons import Example
+    from rune_mcp.distill.lessons import Example
 
     cut = Example("rehearsal", "What is recursion?", text, 0.1, open_end=True)
     whole = Example("rehearsal", "What is recursion?", text, 0.1)

@@ -12,10 +12,10 @@ import pytest
 from rune_mcp.basemodel import resolve_base
 from rune_mcp.cli import main
 from rune_mcp.config import Settings, load_settings
+from rune_mcp.distill.probes import sample_paths
+from rune_mcp.distill.remember import remember_trajectory
 from rune_mcp.errors import TrainingError
 from rune_mcp.library import Library
-from rune_mcp.probes import sample_paths
-from rune_mcp.remember import remember_trajectory
 from rune_mcp.trajectory import Step, Trajectory
 
 FAST_ENV = {"RUNE_TRAIN_STEPS": "2", "RUNE_TRAIN_BATCH_TOKENS": "256", "RUNE_THREADS": "2"}
@@ -57,7 +57,7 @@ def test_cli_remember_stores_then_reuses(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the same trajectory must not be trained twice")
 
-    monkeypatch.setattr("rune_mcp.remember.train_adapter", no_training)
+    monkeypatch.setattr("rune_mcp.distill.remember.train_adapter", no_training)
     assert main(["remember", str(session)]) == 0
     out = capsys.readouterr().out
     assert f"already remembered as adapter {first['adapter_id']}" in out
@@ -100,9 +100,9 @@ def test_adapters_of_another_base_are_not_reused(
     traj = parse_path(sample_paths()[0])
     real = resolve_base(fast)
     other = dataclasses.replace(real, sha256="0" * 64)
-    monkeypatch.setattr("rune_mcp.remember.resolve_base", lambda settings: other)
+    monkeypatch.setattr("rune_mcp.distill.remember.resolve_base", lambda settings: other)
     old = remember_trajectory(fast, traj)
-    monkeypatch.setattr("rune_mcp.remember.resolve_base", lambda settings: real)
+    monkeypatch.setattr("rune_mcp.distill.remember.resolve_base", lambda settings: real)
     new = remember_trajectory(fast, traj)
     assert not new.reused and new.adapter_id != old.adapter_id
     again = remember_trajectory(fast, traj)
@@ -129,7 +129,7 @@ def test_real_transcripts_are_remembered_within_the_budget(
     fast: Settings, transcripts_dir: Path, name: str
 ) -> None:
     from rune_mcp.capture import parse_path
-    from rune_mcp.lessons import compile_lessons
+    from rune_mcp.distill.lessons import compile_lessons
 
     traj = parse_path(transcripts_dir / name)
     result = remember_trajectory(fast, traj)

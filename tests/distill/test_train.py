@@ -11,9 +11,9 @@ import pytest
 
 from distill.sessions import make_trajectory
 from rune_mcp.config import Settings
+from rune_mcp.distill.lessons import compile_lessons
+from rune_mcp.distill.train import Loaded, load_base, make_batches, train_adapter
 from rune_mcp.errors import TrainingError
-from rune_mcp.lessons import compile_lessons
-from rune_mcp.train import Loaded, load_base, make_batches, train_adapter
 
 
 def _fast(settings: Settings, **values: object) -> Settings:
@@ -112,7 +112,7 @@ def test_no_examples_is_a_training_error(
 
 
 def test_batches_respect_the_token_budget() -> None:
-    from rune_mcp.lessons import Rendered
+    from rune_mcp.distill.lessons import Rendered
 
     items = [Rendered(list(range(n)), list(range(n))) for n in (10, 50, 20, 300, 5)]
     batches = make_batches(items, 100, seed=0)

@@ -13,8 +13,9 @@ import pytest
 from helpers.tiny import FAKE_BASE, PEFT_WARNING, adapter_meta, tiny_llama
 
 from rune_mcp.errors import AdapterNotFoundError, IntegrityError, LibraryError
+from rune_mcp.fsutil import file_digest
 from rune_mcp.library import FORMAT_VERSION, Library
-from rune_mcp.library.manifest import GGUF_FILE, MANIFEST, PEFT_CONFIG, PEFT_WEIGHTS, file_digest
+from rune_mcp.library.manifest import GGUF_FILE, MANIFEST, PEFT_CONFIG, PEFT_WEIGHTS
 
 
 def test_add_writes_a_read_only_content_addressed_folder(

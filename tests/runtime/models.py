@@ -22,7 +22,7 @@ from conftest import TEST_CACHE
 
 from rune_mcp.basemodel import BaseModelInfo, ensure_derived, resolve_base
 from rune_mcp.config import ALL_LINEAR, Settings
-from rune_mcp.export import export_gguf
+from rune_mcp.distill.gguf import export_gguf
 from rune_mcp.runtime.base import AdapterSpec
 from rune_mcp.runtime.llamacpp import LlamaCppBackend
 from rune_mcp.runtime.transformers import TransformersBackend

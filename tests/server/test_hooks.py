@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from rune_mcp.config import Settings
-from rune_mcp.hooks import run_hook
-from rune_mcp.jobs import JobQueue
+from rune_mcp.distill.queue import JobQueue
+from rune_mcp.server.hooks import run_hook
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import ConfigError
-from rune_mcp.install import (
+from rune_mcp.server.install import (
     claude_state_file,
     install_claude_code,
     install_cursor,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from rune_mcp.config import Settings
+from rune_mcp.distill.queue import JobQueue, backoff_seconds
 from rune_mcp.errors import BackendError, InputError, LibraryError, UsageError
-from rune_mcp.jobs import JobQueue, backoff_seconds
 from server.conftest import generic_transcript
 
 
@@ -111,14 +111,14 @@ def test_transient_failure_is_retried_with_backoff(
         if len(calls) < 3:
             raise BackendError("the device is busy; try again.")
         progress(1, 1, "trained")
-        from rune_mcp.remember import RememberResult
+        from rune_mcp.distill.remember import RememberResult
 
         return RememberResult(
             adapter_id="f" * 64, trajectory_id=traj.id, lessons=2, examples=4, seconds=0.1,
             final_loss=0.3, method="lora", reused=False,
         )
 
-    monkeypatch.setattr("rune_mcp.remember.remember_trajectory", flaky)
+    monkeypatch.setattr("rune_mcp.distill.remember.remember_trajectory", flaky)
     queue = JobQueue(settings, backoff_s=0.05)
     job = queue.enqueue(text=generic_transcript(4))
     assert queue.work(nice=0, max_sleep=0.05) == 3
@@ -135,7 +135,7 @@ def test_gives_up_after_max_attempts(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise LibraryError("the library is locked; try again.")
 
-    monkeypatch.setattr("rune_mcp.remember.remember_trajectory", broken)
+    monkeypatch.setattr("rune_mcp.distill.remember.remember_trajectory", broken)
     queue = JobQueue(settings, max_attempts=2, backoff_s=0.01)
     job = queue.enqueue(text=generic_transcript(5))
     assert queue.work(nice=0, max_sleep=0.02) == 2

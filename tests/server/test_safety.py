@@ -9,7 +9,7 @@ import pytest
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import InputError
-from rune_mcp.safety import (
+from rune_mcp.server.safety import (
     allowed_roots,
     check_identifier,
     check_size,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rune_mcp.config import Settings
-from rune_mcp.jobs import JobQueue
+from rune_mcp.distill.queue import JobQueue
 from server.conftest import SESSION_ID, generic_transcript, text_of
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ import pytest
 
 from rune_mcp.cli import main
 from rune_mcp.config import load_settings
-from rune_mcp.jobs import JobQueue
+from rune_mcp.distill.queue import JobQueue
 from rune_mcp.watch import Watcher
 from watch.sessions import claude_lines, write_lines
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from rune_mcp.config import load_settings
-from rune_mcp.jobs import JobQueue
-from rune_mcp.tail import WatchDB
+from rune_mcp.distill.queue import JobQueue
 from rune_mcp.watch import STATE_DB, watch_status
+from rune_mcp.watch.tail import WatchDB
 from watch.sessions import claude_lines
 
 IDLE_S = 2.0

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rune_mcp.config import load_settings
-from rune_mcp.jobs import JobQueue
+from rune_mcp.distill.queue import JobQueue
 from rune_mcp.watch import watch_status
 from watch.sessions import claude_lines
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rune_mcp.tail import Chunk, Tailer, WatchDB
+from rune_mcp.watch.tail import Chunk, Tailer, WatchDB
 
 
 class Collect:

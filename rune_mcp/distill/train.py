@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.config import Settings
+from rune_mcp.distill.lessons import IGNORE, Example, Rendered, render_examples
 from rune_mcp.errors import ModelError, TrainingError
-from rune_mcp.lessons import IGNORE, Example, Rendered, render_examples
 
 log = logging.getLogger(__name__)
 

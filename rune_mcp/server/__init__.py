@@ -2,7 +2,7 @@
 
 The server must start fast (each editor window starts its own), never block an agent on a
 long training (remembering only queues a job; one worker per library trains), and treat
-every argument as untrusted: paths are checked by `rune_mcp.safety`, and every foreseeable
+every argument as untrusted: paths are checked by `rune_mcp.server.safety`, and every foreseeable
 failure comes back as an `isError` result of one sentence, with no traceback and no internal
 path. Heavy modules (torch, llama.cpp, Chroma) are imported only when a tool needs them.
 
@@ -32,9 +32,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from rune_mcp import __version__
 from rune_mcp.config import Settings
+from rune_mcp.distill.queue import Job, JobQueue, start_worker_thread
 from rune_mcp.errors import InputError, RuneError
-from rune_mcp.jobs import Job, JobQueue, start_worker_thread
-from rune_mcp.safety import (
+from rune_mcp.server.safety import (
     check_identifier,
     check_size,
     check_text_arg,

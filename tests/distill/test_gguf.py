@@ -11,8 +11,8 @@ from helpers.tiny import make_peft_adapter
 from runtime.models import adapter_a, base, derived, hf, llama, rt_settings
 
 from rune_mcp.basemodel import BaseModelInfo
+from rune_mcp.distill.gguf import export_gguf, permute_rows
 from rune_mcp.errors import InputError
-from rune_mcp.export import export_gguf, permute_rows
 from rune_mcp.runtime.base import AdapterSpec
 from rune_mcp.runtime.llamacpp import LlamaCppBackend
 from rune_mcp.runtime.transformers import TransformersBackend
@@ -97,7 +97,7 @@ def test_without_the_qk_permutation_llama_cpp_disagrees(
     folder = _qk_only(adapter_a.peft_dir, tmp_path / "qk")
     permuted = AdapterSpec("qk", base.fingerprint, folder,
                            export_gguf(folder, base, tmp_path / "qk.gguf"))
-    monkeypatch.setattr("rune_mcp.export.PERMUTED_ARCHS", frozenset())
+    monkeypatch.setattr("rune_mcp.distill.gguf.PERMUTED_ARCHS", frozenset())
     unpermuted = AdapterSpec("qk-unpermuted", base.fingerprint, folder,
                              export_gguf(folder, base, tmp_path / "qk-unpermuted.gguf"))
     lc_base, hf_base = llama.logits(TEXT), hf.logits(TEXT)

@@ -72,7 +72,7 @@ def cursor_job(event: dict[str, Any], settings: Settings) -> tuple[Path, str | N
     if isinstance(raw, str) and raw:
         return Path(raw), conversation, settings.idle_seconds
     if conversation:
-        from rune_mcp.safety import find_session_transcript
+        from rune_mcp.server.safety import find_session_transcript
 
         try:
             return find_session_transcript(conversation, settings), conversation, (
@@ -109,8 +109,8 @@ def run_hook(agent: str, stream: IO[str], settings: Settings, spawn: bool = True
 def _enqueue(
     settings: Settings, path: Path, session_id: str | None, delay: float, agent: str
 ) -> Any:
-    from rune_mcp.jobs import JobQueue
-    from rune_mcp.safety import resolve_transcript
+    from rune_mcp.distill.queue import JobQueue
+    from rune_mcp.server.safety import resolve_transcript
 
     real = resolve_transcript(str(path), settings)
     fmt = "claude-code" if agent == "claude-code" else "auto"
@@ -126,7 +126,7 @@ def _ensure_worker(settings: Settings) -> None:
     and exits when the queue is empty. Two of them cannot both train: the worker lock lets
     only one run and the other exits.
     """
-    from rune_mcp.jobs import JobQueue
+    from rune_mcp.distill.queue import JobQueue
 
     if JobQueue(settings).status()["worker"]["active"]:
         return

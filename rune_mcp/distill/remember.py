@@ -21,11 +21,11 @@ from typing import Any
 
 from rune_mcp.basemodel import BaseModelInfo, ensure_derived, resolve_base
 from rune_mcp.config import Settings
+from rune_mcp.distill.lessons import Example, compile_lessons, summary
+from rune_mcp.distill.rehearsal import rehearsal_examples
+from rune_mcp.distill.train import Loaded, TrainResult, load_base, train_adapter
 from rune_mcp.errors import TrainingError
 from rune_mcp.fsutil import locked
-from rune_mcp.lessons import Example, compile_lessons, summary
-from rune_mcp.rehearsal import rehearsal_examples
-from rune_mcp.train import Loaded, TrainResult, load_base, train_adapter
 from rune_mcp.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _learn(
 
 
 def _export(peft_dir: Path, info: BaseModelInfo, out: Path) -> Path:
-    from rune_mcp.export import export_gguf
+    from rune_mcp.distill.gguf import export_gguf
 
     return export_gguf(peft_dir, info, out)
 

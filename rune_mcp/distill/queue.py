@@ -23,7 +23,6 @@ the next worker to take the lock puts it back in the queue.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from rune_mcp.errors import (
     TrainingError,
     UsageError,
 )
+from rune_mcp.fsutil import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +167,6 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     )
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def backoff_seconds(attempts: int, base: float) -> float:
     """Delay before retry number `attempts` (1-based): base, 2*base, 4*base ... capped at 1 h.
 
@@ -277,7 +268,7 @@ class JobQueue:
         if not resolved.is_file():
             raise InputError(f"transcript {path} does not exist or is not a file; check the path.")
         try:
-            sha = file_sha256(resolved)
+            sha = file_digest(resolved)
         except OSError as exc:
             raise InputError(
                 f"cannot read transcript {path} ({exc.strerror}); check its permissions."
@@ -603,7 +594,7 @@ class JobQueue:
         earlier = self._done_for_trajectory(traj.id, row["id"])
         if earlier is not None:
             return earlier
-        from rune_mcp.remember import remember_trajectory
+        from rune_mcp.distill.remember import remember_trajectory
 
         progress = self._progress_callback(row["id"])
         res = remember_trajectory(self.settings, traj, progress=progress)
@@ -626,7 +617,7 @@ class JobQueue:
         if not path.is_file():
             raise InputError(f"transcript {path.name} no longer exists; nothing to remember.")
         try:
-            sha = file_sha256(path)
+            sha = file_digest(path)
         except OSError as exc:
             raise InputError(f"cannot read transcript {path.name} ({exc.strerror}).") from exc
         with self._connect() as conn:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.config import Settings
+from rune_mcp.distill.lessons import Example
 from rune_mcp.fsutil import atomic_write_json, locked
-from rune_mcp.lessons import Example
 
 log = logging.getLogger(__name__)
 

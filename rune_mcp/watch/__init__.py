@@ -38,8 +38,8 @@ from typing import Any, Protocol
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import RuneError, UsageError
-from rune_mcp.tail import Chunk, Tailer, WatchDB
 from rune_mcp.trajectory import Trajectory
+from rune_mcp.watch.tail import Chunk, Tailer, WatchDB
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class Enqueue(Protocol):
 
 def job_queue_enqueue(settings: Settings) -> Enqueue:
     """The real `Enqueue`: a job in the library's queue, marked as coming from the watcher."""
-    from rune_mcp.jobs import JobQueue
+    from rune_mcp.distill.queue import JobQueue
 
     jobs = JobQueue(settings)
 
@@ -1084,7 +1084,7 @@ class Watcher:
             return
         if self._worker is not None and self._worker.is_alive():
             return
-        from rune_mcp.jobs import start_worker_thread
+        from rune_mcp.distill.queue import start_worker_thread
 
         self._worked_for = self.tracker.queued_now
         self._worker = start_worker_thread(self.settings, name="rune-watch-jobs")
@@ -1098,7 +1098,7 @@ class Watcher:
             self.db.meta_set("watcher", json.dumps({"pid": None, "last_once": time.time()}))
         ran = None
         if self.train and self.tracker.queued_now:
-            from rune_mcp.jobs import JobQueue
+            from rune_mcp.distill.queue import JobQueue
 
             ran = JobQueue(self.settings).work()
         return {"files_read": polled, "queued": self.tracker.queued_now, "jobs_run": ran}
