@@ -88,6 +88,12 @@ def _value_is_secret(match: re.Match[str]) -> bool:
     return True
 
 
+def _literal(match: re.Match[str]) -> bool:
+    """For command-line rules: a literal value, not a reference (`$PASS`, `${PW}`, `<pw>`)."""
+    value = match.group(1)
+    return value[0] not in "$<{%*" and value.lower() not in _NOT_SECRETS
+
+
 def _entropy(token: str) -> float:
     """Shannon entropy in bits per character: `"aaaa"` -> 0.0, 32 random base64 chars -> ~4.6."""
     counts = Counter(token)
@@ -165,8 +171,34 @@ OWN_RULES: tuple[Rule, ...] = (
          ("eyJ",), boundary=True, span=8_000),
     Rule(
         "connection-string-password",
-        _c(r"[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@\"'<>]{1,64}:([^\s@\"'<>/]{1,128})@"),
+        _c(r"[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s:/@\"'<>]{0,64}:([^\s@\"'<>/]{1,128})@"),
         ("://",), group=1, back=21, span=200, gates=("://",),
+    ),
+    # Passwords given to a command on its command line (`curl -u user:pw`, `sshpass -p pw`,
+    # `mysql -ppw`): no keyword names them, only the command and its flag.
+    Rule(
+        "command-line-password",
+        _c(r"(?i)curl\b[^\n|;&]{0,300}?\s(?:-u|--user)(?:\s+|=)?[\"']?[^\s:\"']{0,64}:"
+           r"([^\s\"']{1,128})"),
+        ("curl",), lower=True, group=1, check=_literal, boundary=True, span=420, gates=("curl",),
+    ),
+    Rule("command-line-password", _c(r"(?i)sshpass\s+-p\s*[\"']?([^\s\"']{1,128})"),
+         ("sshpass",), lower=True, group=1, check=_literal, boundary=True, gates=("sshpass",)),
+    Rule(
+        "command-line-password",
+        # case-sensitive on purpose: `-P 3306` is the port, `-p` with no space the password
+        _c(r"(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n|;&]{0,300}?\s-p[\"']?"
+           r"([^\s\"'-][^\s\"']{0,127})"),
+        ("mysql", "mariadb"), group=1, check=_literal, boundary=True, span=440,
+        gates=("mysql", "mariadb"),
+    ),
+    # A long hex value assigned to a *KEY* name (`SIGNING_KEY=9f86d0...`): no mixed case, so the
+    # entropy scan misses it, and the generic assignment rule does not know every *_KEY name.
+    Rule(
+        "hex-key",
+        _c(r"(?i)\b(?P<name>\w*key\w*)[\"']?\s*(?::=|=>|=|:)\s*[\"']?([0-9a-f]{32,128})"
+           r"(?![0-9a-z])"),
+        ("key",), lower=True, group=2, back=60, span=200, gates=("key",),
     ),
     Rule(
         "authorization-header",

@@ -83,6 +83,16 @@ GENERATORS: dict[str, Gen] = {
     "telegram-bot-token": _same(lambda r: f"{r.randint(10**8, 10**9)}:AA{_r(r, 33)}"),
     "azure-storage-key": _wrapped("DefaultEndpointsProtocol=https;AccountName=acme;"
                                   "AccountKey={}==;", lambda r: _r(r, 86, B64)),
+    "curl-user-password": _wrapped("curl -sf -u deploy:{} https://ci.internal/api/jobs",
+                                   lambda r: _r(r, 14, ALNUM + "!%")),
+    "sshpass-password": _wrapped("sshpass -p {} ssh ops@10.0.0.7 uptime",
+                                 lambda r: _r(r, 12, ALNUM + "!%")),
+    "mysql-password": _wrapped("mysql -h db.internal -u app -p{} orders",
+                               lambda r: _r(r, 12, ALNUM + "!%")),
+    "redis-empty-user": _wrapped("redis://:{}@cache.internal:6379/0",
+                                 lambda r: _r(r, 16, ALNUM)),
+    "hex-key": _wrapped("SIGNING_KEY={}", lambda r: "".join(r.choice("0123456789abcdef")
+                                                             for _ in range(64))),
     "high-entropy": _wrapped("SIGNING_SALT_VALUE {}", lambda r: _r(r, 40, B64)),
 }
 

@@ -121,3 +121,27 @@ def test_clean_lines_are_rarely_touched(transcripts_dir: Path) -> None:
     touched = [line for line in lines if redactor.redact(line) != line]
     rate = len(touched) / len(lines)
     assert rate <= 0.02, f"{rate:.2%} of clean lines touched, e.g. {touched[:10]}"
+
+
+def test_command_line_passwords_are_redacted() -> None:
+    # Regression: these passed redaction although every common secret format was caught.
+    cases = {
+        "curl -u admin:Hunter2pass https://ci.internal/api": "Hunter2pass",
+        "curl --user=ops:s3cretPw! https://x.internal": "s3cretPw!",
+        "sshpass -p 'Tr0ub4dor' ssh ops@host uptime": "Tr0ub4dor",
+        "mysql -h db -u app -pW1ldCard orders": "W1ldCard",
+        "redis-cli -u redis://:Sup3rSecret@cache:6379/0 ping": "Sup3rSecret",
+        "export SIGNING_KEY=" + "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08":
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    }
+    for line, secret in cases.items():
+        text, counts = redact_text(line)
+        assert secret not in text, line
+        assert counts, line
+
+
+def test_command_line_lookalikes_are_left_alone() -> None:
+    for line in ["mysql -h db -u app -p orders", "mysql -P 3306 -u app", "curl -u $USER:$PASS",
+                 "curl -sf https://example.org/api", "sshpass -p \"$PW\" ssh host",
+                 "primary_key = 12", "cache_key: abc"]:
+        assert redact_text(line)[0] == line, line
