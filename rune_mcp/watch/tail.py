@@ -33,6 +33,7 @@ from rune_mcp.errors import LibraryError
 
 log = logging.getLogger(__name__)
 
+STATE_DB = Path("watch") / "state.sqlite3"  # under RUNE_HOME
 SCHEMA_VERSION = 1
 HEAD_BYTES = 1024  # identity fingerprint: hash of the first bytes consumed
 TAIL_BYTES = 64  # continuity fingerprint: hash of the bytes just before the offset

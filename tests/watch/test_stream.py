@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from rune_mcp.watch import FileWatcher, Match, Source, _Observers
+from rune_mcp.watch.observers import FileWatcher, _Observers
+from rune_mcp.watch.sources import Match, Source
 from rune_mcp.watch.tail import Chunk, WatchDB
 
 WAIT_S = 60.0
