@@ -13,8 +13,8 @@ examples whose trained answer is always something that worked:
 - final: the task -> the final working actions (edits, commands).
 
 Every prompt names the project, so lessons attach to it. A token budget keeps the most
-informative examples of a long session. `render_examples` turns examples into token ids with a
-loss mask using the base model's own chat template.
+informative examples of a long session. Turning examples into token ids and loss labels is
+`rune_mcp.distill.collate`'s work.
 """
 
 from __future__ import annotations
@@ -23,21 +23,18 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
+from rune_mcp.capture.tools import family_of
 from rune_mcp.config import Settings
 from rune_mcp.trajectory import Episode, Step, Trajectory
 
 ExampleKind = Literal["episode", "attempt", "qa", "final", "rehearsal"]
-IGNORE = -100  # label value the loss skips
 
-# Tools that only look at things: their calls are not "working actions" worth replaying.
-READ_ONLY_TOOLS = frozenset({
-    "Read", "Glob", "Grep", "LS", "TodoWrite", "TodoRead", "WebFetch", "WebSearch", "Task",
-    "Agent", "ExitPlanMode", "NotebookRead", "BashOutput", "KillShell", "read_file",
-    "list_dir", "grep_search", "file_search", "codebase_search", "update_plan", "view_image",
-})
+# Tool families (recorded at capture) whose calls are "working actions" worth replaying:
+# reads, searches and bookkeeping (plans, todo lists, subagents) change nothing.
+WORKING_FAMILIES = frozenset({"edit", "run"})
 # Priorities decide what a token budget keeps; a verified fix is the best evidence there is.
 PRIORITY = {"attempt": 1.0, "episode": 0.95, "qa_episode": 0.85, "final": 0.7,
             "qa_final": 0.55, "qa_unfixed": 0.3}
@@ -74,18 +71,6 @@ class Example:
 
     def text_length(self) -> int:
         return len(self.prompt) + len(self.answer)
-
-
-@dataclass
-class Rendered:
-    """Token ids and labels (`IGNORE` where no loss) of one example, plus the optional
-    unlikelihood sequence for its failed attempt."""
-
-    input_ids: list[int]
-    labels: list[int]
-    neg_ids: list[int] | None = None
-    neg_mask: list[int] | None = None  # 1 on tokens whose probability is pushed down
-    kind: str = ""
 
 
 @dataclass
@@ -298,7 +283,7 @@ def _final_steps(traj: Trajectory) -> list[Step]:
         found = (_step(traj, i) for i in traj.final_actions)
         return [s for s in found if s is not None and s.kind == "tool_call"]
     failed = {s.tool_id for s in traj.steps if s.kind == "tool_result" and s.is_error}
-    return [s for s in traj.steps if s.kind == "tool_call" and s.tool not in READ_ONLY_TOOLS
+    return [s for s in traj.steps if s.kind == "tool_call" and family_of(s) in WORKING_FAMILIES
             and s.tool_id not in failed]
 
 
@@ -444,8 +429,8 @@ def _relative(ex: Example, project: str | None) -> Example:
     def rel(text: str) -> str:
         return text.replace(prefix, "")
 
-    return Example(ex.kind, rel(ex.prompt), rel(ex.answer), ex.priority,
-                   rel(ex.negative) if ex.negative is not None else None, ex.steps)
+    negative = rel(ex.negative) if ex.negative is not None else None
+    return replace(ex, prompt=rel(ex.prompt), answer=rel(ex.answer), negative=negative)
 
 
 def apply_budget(
@@ -470,58 +455,3 @@ def summary(examples: Sequence[Example]) -> dict[str, int]:
         counts[ex.kind] = counts.get(ex.kind, 0) + 1
     return counts
 
-
-# --- rendering with the base model's chat template ---------------------------------------------
-
-def render_examples(
-    examples: Sequence[Example], tokenizer: Any, max_tokens: int, unlikelihood: bool = False
-) -> list[Rendered]:
-    """Token ids with labels: the prompt (chat template, generation prompt) gets no loss, the
-    answer and its end-of-turn marker do. Too-long prompts lose their middle, not their ends."""
-    return [_render(ex, tokenizer, max_tokens, unlikelihood) for ex in examples]
-
-
-def _template(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> str:
-    text = tokenizer.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=generation)
-    return str(text)
-
-
-def _answer_text(tokenizer: Any, ex: Example, answer: str, prompt_text: str) -> str:
-    full = _template(tokenizer, [*ex.messages(), {"role": "assistant", "content": answer}], False)
-    if full.startswith(prompt_text):
-        return full[len(prompt_text):]
-    eos = tokenizer.eos_token or ""
-    return answer + eos  # a template that rewrites earlier turns: end the answer plainly
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _fit(prompt: list[int], answer: list[int], max_tokens: int) -> tuple[list[int], list[int]]:
-    answer = answer[: max(1, max_tokens * 3 // 4)]
-    room = max_tokens - len(answer)
-    if len(prompt) > room:
-        head = room // 3
-        prompt = prompt[:head] + prompt[len(prompt) - (room - head):]
-    return prompt, answer
-
-
-def _render(ex: Example, tokenizer: Any, max_tokens: int, unlikelihood: bool) -> Rendered:
-    prompt_text = _template(tokenizer, ex.messages(), True)
-    answer_text = ex.answer if ex.open_end else _answer_text(tokenizer, ex, ex.answer, prompt_text)
-    prompt, answer = _fit(_encode(tokenizer, prompt_text), _encode(tokenizer, answer_text),
-                          max_tokens)
-    out = Rendered(prompt + answer, [IGNORE] * len(prompt) + answer, kind=ex.kind)
-    if unlikelihood and ex.negative:
-        neg = _encode(tokenizer, ex.negative)
-        same = 0
-        while same < min(len(neg), len(answer)) and neg[same] == answer[same]:
-            same += 1
-        # Only the tokens where the failed attempt departs from the fix are pushed down;
-        # a shared prefix (`pool = acme.db.`) is right in both.
-        neg_prompt, neg = _fit(prompt, neg, max_tokens)
-        out.neg_ids = neg_prompt + neg
-        out.neg_mask = [0] * len(neg_prompt) + [int(i >= same) for i in range(len(neg))]
-    return out

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.config import Settings
-from rune_mcp.distill.lessons import IGNORE, Example, Rendered, render_examples
+from rune_mcp.distill.collate import IGNORE, Rendered, render_examples
+from rune_mcp.distill.lessons import Example
 from rune_mcp.errors import ModelError, TrainingError
 
 log = logging.getLogger(__name__)

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from distill.sessions import FAILED, FIXED, make_trajectory
 from rune_mcp.config import Settings
 from rune_mcp.distill.lessons import (
-    IGNORE,
     Example,
+    _relative,
     apply_budget,
     approx_tokens,
     clip,
     compile_lessons,
     error_line,
     render_action,
-    render_examples,
     summary,
 )
 from rune_mcp.trajectory import Step, Trajectory
@@ -118,6 +117,20 @@ def test_project_name_comes_from_its_folder(settings: Settings) -> None:
     assert all("harbor-api" in ex.prompt for ex in examples)
 
 
+def test_relative_paths_keep_every_other_field() -> None:
+    root = "/home/dev/tidewater"
+    ex = Example("rehearsal", f"Open {root}/a.py", f"edit {root}/a.py:\nx = 1", 0.42,
+                 negative=f"edit {root}/a.py:\nx = 0", steps=(3, 8), open_end=True)
+    rel = _relative(ex, root)
+    assert (rel.prompt, rel.answer, rel.negative) == ("Open a.py", "edit a.py:\nx = 1",
+                                                      "edit a.py:\nx = 0")
+    rewritten = {"prompt", "answer", "negative"}
+    for f in dataclasses.fields(Example):  # a field added later is covered too
+        if f.name not in rewritten:
+            assert getattr(rel, f.name) == getattr(ex, f.name), f.name
+    assert _relative(dataclasses.replace(ex, negative=None), root).negative is None
+
+
 def test_helpers() -> None:
     assert clip("a" * 10, 6).startswith("aa") and len(clip("a" * 100, 20)) <= 24
     assert error_line("Traceback\n  x\nKeyError: 'x'\n") == "KeyError: 'x'"
@@ -126,46 +139,6 @@ def test_helpers() -> None:
     assert render_action(bash) == "$ make test"
     write = Step(1, "tool_call", tool="Write", input={"file_path": "a.py", "content": "x = 1"})
     assert render_action(write) == "write a.py:\nx = 1"
-
-
-class _Tok:
-    """A character-level stand-in tokenizer with a ChatML template (no model needed)."""
-
-    eos_token = "<|im_end|>"
-
-    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool,
-                            add_generation_prompt: bool) -> str:
-        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
-
-    def __call__(self, text: str, add_special_tokens: bool) -> dict[str, Any]:
-        return {"input_ids": [ord(c) for c in text]}
-
-
-def test_render_masks_the_prompt_and_trains_the_answer(
-    trajectory: Trajectory, settings: Settings
-) -> None:
-    examples = compile_lessons(trajectory, settings)
-    attempt = next(ex for ex in examples if ex.kind == "attempt")
-    [r] = render_examples([attempt], _Tok(), 4096, unlikelihood=True)
-    trained = "".join(chr(t) for t in r.labels if t != IGNORE)
-    assert trained == attempt.answer + "<|im_end|>\n"
-    assert FAILED not in trained
-    assert len(r.input_ids) == len(r.labels)
-    # The unlikelihood sequence marks only where the failed attempt departs from the fix.
-    assert r.neg_ids is not None and r.neg_mask is not None
-    marked = "".join(chr(t) for t, m in zip(r.neg_ids, r.neg_mask, strict=True) if m)
-    assert marked and marked in attempt.negative  # type: ignore[operator]
-    assert not marked.startswith("edit tidewater")  # the shared prefix is not pushed down
-
-
-def test_render_without_unlikelihood_has_no_negative(
-    trajectory: Trajectory, settings: Settings
-) -> None:
-    rendered = render_examples(compile_lessons(trajectory, settings), _Tok(), 64)
-    assert all(r.neg_ids is None for r in rendered)
-    assert all(len(r.input_ids) <= 64 for r in rendered)
-    assert all(any(t != IGNORE for t in r.labels) for r in rendered)
 
 
 def test_sample_session_bundled(tmp_path: Path) -> None:

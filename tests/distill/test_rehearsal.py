@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rune_mcp.config import Settings
-from rune_mcp.distill.lessons import render_examples
+from rune_mcp.distill.collate import render_examples
 from rune_mcp.distill.rehearsal import bundled_prompts, generate_answers, rehearsal_examples
 from rune_mcp.distill.train import load_base
 

@@ -112,7 +112,7 @@ def test_no_examples_is_a_training_error(
 
 
 def test_batches_respect_the_token_budget() -> None:
-    from rune_mcp.distill.lessons import Rendered
+    from rune_mcp.distill.collate import Rendered
 
     items = [Rendered(list(range(n)), list(range(n))) for n in (10, 50, 20, 300, 5)]
     batches = make_batches(items, 100, seed=0)

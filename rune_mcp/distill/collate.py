@@ -1,0 +1,84 @@
+"""Collation: compiled examples become token ids and loss labels in the base's chat template.
+
+An example's prompt is rendered as a user turn with the generation prompt and gets no loss;
+its answer and the end-of-turn marker after it are trained. Rendering through the base
+model's own template means the adapter learns the exact text the runtime will feed it. An
+example whose answer was cut short (`open_end`) is trained without the end-of-turn marker, so
+the adapter does not learn to stop where the cut happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rune_mcp.distill.lessons import Example
+
+IGNORE = -100  # label value the loss skips
+
+
+@dataclass
+class Rendered:
+    """Token ids and labels (`IGNORE` where no loss) of one example, plus the optional
+    unlikelihood sequence for its failed attempt."""
+
+    input_ids: list[int]
+    labels: list[int]
+    neg_ids: list[int] | None = None
+    neg_mask: list[int] | None = None  # 1 on tokens whose probability is pushed down
+    kind: str = ""
+
+
+def render_examples(
+    examples: Sequence[Example], tokenizer: Any, max_tokens: int, unlikelihood: bool = False
+) -> list[Rendered]:
+    """Token ids with labels: the prompt (chat template, generation prompt) gets no loss, the
+    answer and its end-of-turn marker do. Too-long prompts lose their middle, not their ends."""
+    return [_render(ex, tokenizer, max_tokens, unlikelihood) for ex in examples]
+
+
+def _template(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> str:
+    text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=generation)
+    return str(text)
+
+
+def _answer_text(tokenizer: Any, ex: Example, answer: str, prompt_text: str) -> str:
+    full = _template(tokenizer, [*ex.messages(), {"role": "assistant", "content": answer}], False)
+    if full.startswith(prompt_text):
+        return full[len(prompt_text):]
+    eos = tokenizer.eos_token or ""
+    return answer + eos  # a template that rewrites earlier turns: end the answer plainly
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _fit(prompt: list[int], answer: list[int], max_tokens: int) -> tuple[list[int], list[int]]:
+    answer = answer[: max(1, max_tokens * 3 // 4)]
+    room = max_tokens - len(answer)
+    if len(prompt) > room:
+        head = room // 3
+        prompt = prompt[:head] + prompt[len(prompt) - (room - head):]
+    return prompt, answer
+
+
+def _render(ex: Example, tokenizer: Any, max_tokens: int, unlikelihood: bool) -> Rendered:
+    prompt_text = _template(tokenizer, ex.messages(), True)
+    answer_text = ex.answer if ex.open_end else _answer_text(tokenizer, ex, ex.answer, prompt_text)
+    prompt, answer = _fit(_encode(tokenizer, prompt_text), _encode(tokenizer, answer_text),
+                          max_tokens)
+    out = Rendered(prompt + answer, [IGNORE] * len(prompt) + answer, kind=ex.kind)
+    if unlikelihood and ex.negative:
+        neg = _encode(tokenizer, ex.negative)
+        same = 0
+        while same < min(len(neg), len(answer)) and neg[same] == answer[same]:
+            same += 1
+        # Only the tokens where the failed attempt departs from the fix are pushed down;
+        # a shared prefix (`pool = acme.db.`) is right in both.
+        neg_prompt, neg = _fit(prompt, neg, max_tokens)
+        out.neg_ids = neg_prompt + neg
+        out.neg_mask = [0] * len(neg_prompt) + [int(i >= same) for i in range(len(neg))]
+    return out
