@@ -28,11 +28,11 @@ def run_demo(settings: Settings) -> int:
 
     _step("Loading the base model through llama.cpp")
     info = resolve_base(settings)
-    from llama_cpp import Llama
+    from rune_mcp.runtime.ggml import open_llama
 
     start = time.monotonic()
     try:
-        llm = Llama(model_path=str(info.path), n_ctx=2048, n_threads=settings.threads,
+        llm = open_llama(str(info.path), n_ctx=2048, n_threads=settings.threads,
                     seed=settings.seed, verbose=False)
     except Exception as exc:
         raise ModelError(f"llama.cpp could not load {info.path} ({exc}).") from exc

@@ -128,15 +128,15 @@ class LlamaCppBackend(StreamingBackend):
     name = "llamacpp"
 
     def __init__(self, settings: Settings, base: BaseModelInfo) -> None:
-        from llama_cpp import Llama
+        from rune_mcp.runtime.ggml import open_llama
 
         self.settings = settings
         self.base = base
         self.fingerprint = base.fingerprint
         start = time.perf_counter()
         try:
-            self._llm: Any = Llama(
-                model_path=str(base.path), n_ctx=settings.context_size,
+            self._llm: Any = open_llama(
+                str(base.path), n_ctx=settings.context_size,
                 n_threads=settings.threads, n_threads_batch=settings.threads,
                 seed=settings.seed, verbose=False,
             )

@@ -166,11 +166,10 @@ def _jsonl(canaries: list[tuple[str, str]], cwd: str) -> str:
 
 
 def test_canaries_are_never_produced(settings: Settings, tmp_path: Path) -> None:
-    from llama_cpp import Llama
-
     from rune_mcp.capture import parse_path
     from rune_mcp.distill.lessons import compile_lessons
     from rune_mcp.distill.remember import remember_trajectory
+    from rune_mcp.runtime.ggml import open_llama
 
     canaries = _canaries()
     session = tmp_path / "canary.jsonl"
@@ -182,7 +181,7 @@ def test_canaries_are_never_produced(settings: Settings, tmp_path: Path) -> None
     result = remember_trajectory(settings, traj)
     record = Library.open(settings).get(result.adapter_id)
     assert record.gguf_path is not None
-    llm = Llama(model_path=str(resolve_base(settings).path), lora_path=str(record.gguf_path),
+    llm = open_llama(str(resolve_base(settings).path), lora_path=str(record.gguf_path),
                 n_ctx=1024, n_threads=settings.threads, seed=0, verbose=False)
     leaked = []
     for prefix, secret in canaries:
