@@ -18,6 +18,9 @@ FORMAT_VERSION = 1
 
 StepKind = Literal["user", "assistant", "thinking", "tool_call", "tool_result"]
 STEP_KINDS: tuple[StepKind, ...] = ("user", "assistant", "thinking", "tool_call", "tool_result")
+# What a tool call does, decided once at capture (rune_mcp/capture/tools.py).
+ToolFamily = Literal["read", "edit", "run", "search", "other"]
+TOOL_FAMILIES: tuple[ToolFamily, ...] = ("read", "edit", "run", "search", "other")
 
 
 @dataclass
@@ -25,7 +28,8 @@ class Step:
     """One event of a session, in order.
 
     `text` is the message or thinking text, `input` a tool call's arguments, `output` a tool
-    result's text; `tool_id` links a call to its result.
+    result's text; `tool_id` links a call to its result. `family` says what a tool call (and
+    its result) does: read, edit, run, search or other.
     """
 
     index: int
@@ -37,6 +41,7 @@ class Step:
     output: str | None = None
     is_error: bool = False
     timestamp: str | None = None
+    family: ToolFamily | None = None
 
 
 @dataclass
@@ -120,6 +125,10 @@ class Trajectory:
         body = {k: v for k, v in data.items() if k != "format_version"}
         try:
             body["steps"] = [Step(**s) for s in body.get("steps", [])]
+            if any("family" not in s for s in data.get("steps", [])):
+                from rune_mcp.capture.tools import fill_families  # capture imports this module
+
+                fill_families(body["steps"])  # JSON written before steps had a family
             body["episodes"] = [Episode(**e) for e in body.get("episodes", [])]
             body["subagents"] = [cls.from_dict(s) for s in body.get("subagents", [])]
             return cls(**body)

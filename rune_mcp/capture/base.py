@@ -16,8 +16,9 @@ from typing import Any
 from rune_mcp.capture.budget import fit
 from rune_mcp.capture.episodes import analyse
 from rune_mcp.capture.redact import Redactor
+from rune_mcp.capture.tools import tool_family
 from rune_mcp.errors import ParseError
-from rune_mcp.trajectory import Step, StepKind, Trajectory
+from rune_mcp.trajectory import Step, StepKind, ToolFamily, Trajectory
 
 TASK_MAX_CHARS = 4_000
 
@@ -118,7 +119,7 @@ class Builder:
         self.project: str | None = None
         self.started: str | None = None
         self.ended: str | None = None
-        self._tool_names: dict[str, str] = {}
+        self._tool_calls: dict[str, tuple[str, ToolFamily]] = {}  # id -> (tool, family)
 
     # --- cleaning -------------------------------------------------------------------
     def clean(self, text: str) -> str:
@@ -173,20 +174,26 @@ class Builder:
             self._add("thinking", timestamp, text=text)
 
     def tool_call(self, tool: str, tool_id: str | None, tool_input: Any,
-                  timestamp: Any = None) -> None:
+                  timestamp: Any = None, family: ToolFamily | None = None) -> None:
+        """A tool call; its family comes from the tool name and input unless the parser
+        knows it (`family`)."""
         if not isinstance(tool_input, dict):
             tool_input = {} if tool_input is None else {"input": tool_input}
         tool = str(tool) if tool else "unknown"
+        family = family or tool_family(tool, tool_input)
         if tool_id:
-            self._tool_names[tool_id] = tool
+            self._tool_calls[tool_id] = (tool, family)
         self._add("tool_call", timestamp, tool=tool, tool_id=tool_id,
-                  input=self.clean_value(tool_input))
+                  input=self.clean_value(tool_input), family=family)
 
     def tool_result(self, tool_id: str | None, output: str, is_error: bool = False,
                     timestamp: Any = None, tool: str | None = None) -> None:
-        tool = tool or (self._tool_names.get(tool_id) if tool_id else None)
+        """A tool result; it takes the tool name and family of the call it answers."""
+        call = self._tool_calls.get(tool_id) if tool_id else None
+        tool = tool or (call[0] if call else None)
+        family = call[1] if call and call[0] == tool else tool_family(tool)
         self._add("tool_result", timestamp, tool=tool, tool_id=tool_id,
-                  output=self.clean(output), is_error=bool(is_error))
+                  output=self.clean(output), is_error=bool(is_error), family=family)
 
     # --- result ---------------------------------------------------------------------
     def finish(self, subagents: list[Trajectory] | None = None) -> Trajectory:

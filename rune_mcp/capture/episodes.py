@@ -17,16 +17,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from rune_mcp.capture.tools import family_of
 from rune_mcp.trajectory import Episode, Step
 
-COMMAND_TOOLS = frozenset(
-    {"bash", "shell", "exec_command", "local_shell", "run_terminal_cmd", "run_command",
-     "terminal", "execute_command", "run_shell_command", "container.exec"}
-)
-EDIT_TOOLS = frozenset(
-    {"edit", "multiedit", "write", "notebookedit", "apply_patch", "edit_file", "write_file",
-     "create_file", "str_replace_editor", "search_replace", "replace", "patch"}
-)
 READ_ONLY_PROGRAMS = frozenset(
     {"ls", "cat", "head", "tail", "grep", "rg", "find", "pwd", "echo", "which", "wc", "tree",
      "less", "file", "stat", "du", "df", "env", "printenv", "whoami", "date", "type", "sed"}
@@ -56,16 +49,6 @@ _ERROR_CHARS = 2_000
 _DIAGNOSIS_CHARS = 1_500
 _ACTION_CHARS = 1_200
 _WINDOW = 60  # tool calls searched for a fix and its verification
-
-
-def tool_family(tool: str | None) -> str:
-    """`"Bash"` -> `"command"`, `"Edit"` -> `"edit"`, anything else -> `"other"`."""
-    name = (tool or "").lower().rsplit("__", 1)[-1]
-    if name in COMMAND_TOOLS:
-        return "command"
-    if name in EDIT_TOOLS:
-        return "edit"
-    return "other"
 
 
 def command_text(call: Step) -> str:
@@ -124,8 +107,8 @@ def file_of(call: Step) -> str | None:
 
 def action_key(call: Step) -> str | None:
     """What "the same action again" means: the command's program, or the edited file."""
-    family = tool_family(call.tool)
-    if family == "command":
+    family = family_of(call)
+    if family == "run":
         return "cmd:" + _program_key(command_text(call))
     if family == "edit":
         path = file_of(call)
@@ -136,9 +119,9 @@ def action_key(call: Step) -> str | None:
 
 def render_action(call: Step) -> str:
     """A call as a short readable action: `$ pytest -x`, `edit app.py: - old / + new`."""
-    family = tool_family(call.tool)
+    family = family_of(call)
     data = call.input or {}
-    if family == "command":
+    if family == "run":
         text = "$ " + command_text(call)
     elif family == "edit" and isinstance(data.get("old_string"), str):
         text = (f"edit {file_of(call)}:\n- {data['old_string']}\n+ "
@@ -170,8 +153,8 @@ def is_failure(call: Step | None, result: Step) -> bool:
         return False
     if result.is_error:
         return True
-    family = tool_family(call.tool if call else result.tool)
-    if family != "command":
+    family = family_of(call if call else result)
+    if family != "run":
         return False
     if any(n in output for n in _FAILURE_NEEDLES) and _FAILURE.search(output):
         return True
@@ -235,13 +218,13 @@ def _episode(steps: list[Step], pairs: list[_Pair], start: int) -> tuple[Episode
                 continue
             verify = pair
             break
-        if not pair.failed and tool_family(pair.call.tool) == "edit":
+        if not pair.failed and family_of(pair.call) == "edit":
             fix = pair
-        elif not pair.failed and fix is None and tool_family(pair.call.tool) == "command" \
+        elif not pair.failed and fix is None and family_of(pair.call) == "run" \
                 and pair.key is not None:
             fix = pair  # e.g. installing a missing dependency
     if fix is None and verify is not None and (
-        verify.call.input != last_error.call.input or tool_family(first.call.tool) == "edit"
+        verify.call.input != last_error.call.input or family_of(first.call) == "edit"
     ):
         fix = verify  # the same action with changed arguments, or an edit that now applies
     if fix is None or last_error.result is None:
@@ -278,10 +261,10 @@ def detect_episodes(steps: list[Step], pairs: list[_Pair] | None = None) -> list
 
 
 def _changes_state(pair: _Pair) -> bool:
-    family = tool_family(pair.call.tool)
+    family = family_of(pair.call)
     if family == "edit":
         return True
-    if family != "command":
+    if family != "run":
         return False
     words = _program_key(command_text(pair.call)).split()
     if not words or words[0] in READ_ONLY_PROGRAMS:
@@ -297,7 +280,7 @@ def final_actions(steps: list[Step], pairs: list[_Pair] | None = None) -> list[i
     for pair in _pairs(steps) if pairs is None else pairs:
         if pair.failed or pair.result is None or not _changes_state(pair):
             continue
-        if tool_family(pair.call.tool) == "edit":
+        if family_of(pair.call) == "edit":
             edits.append(pair.call.index)
         elif pair.key is not None:
             kept.pop(pair.key, None)
