@@ -13,10 +13,22 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from rune_mcp.errors import LibraryError
 from rune_mcp.fsutil import file_digest
+from rune_mcp.validation import problem
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -32,19 +44,125 @@ IDENTITY_KEYS = (
     "base_fingerprint", "method", "rank", "alpha", "target_modules", "trajectory_id", "parents",
 )
 SOURCE_KEYS = ("agent", "session_id", "project", "trajectory_id")
-KNOWN_META = {
-    "base_fingerprint", "method", "rank", "alpha", "target_modules", "agent", "session_id",
-    "project", "trajectory_id", "task", "embed_text", "lesson_count", "training", "parents",
+
+
+def _blank(value: Any) -> Any:
+    """`""` means "not given", as `None` does."""
+    return None if value == "" else value
+
+
+def _list(value: Any) -> Any:
+    """An absent, null or empty list is the empty list."""
+    return value or []
+
+
+def _mapping(value: Any) -> Any:
+    return value or {}
+
+
+def _count(value: Any) -> Any:
+    return value or 0
+
+
+def _given(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _stripped(value: str) -> str:
+    return _given(value.strip())
+
+
+Text = Annotated[str | None, BeforeValidator(_blank)]
+AdapterId = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern)]
+Sha256 = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern)]
+# What each field must hold, in the words of the error a user reads.
+HINTS = {
+    "base_fingerprint": "the base model's sha256", "task": "a non-empty text",
+    "rank": "a positive integer", "alpha": "a number", "target_modules": "a list of module names",
+    "parents": "a list of adapter ids", "parents[]": "an adapter id (64 hex digits)",
+    "target_modules[]": "a module name", "training": "a mapping of statistics",
+    "lesson_count": "an integer", "adapter_id": "a sha256 hex id", "sha256": "a sha256 hex digest",
+    "size": "a byte count",
+    **{name: "text" for name in ("method", "agent", "session_id", "project", "trajectory_id",
+                                 "embed_text", "created_at")},
 }
 
 
-def _opt_str(meta: dict[str, Any], key: str) -> str | None:
-    value = meta.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise LibraryError(f"adapter metadata '{key}' must be text, got {type(value).__name__}.")
-    return value
+class AdapterMeta(BaseModel):
+    """The metadata `Library.add` receives; keys it does not know are kept as `extra`."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    base_fingerprint: Annotated[str, AfterValidator(_given)]
+    task: Annotated[str, AfterValidator(_stripped)]
+    method: Text = None
+    rank: Annotated[int | None, Field(ge=1)] = None
+    alpha: float | None = None
+    target_modules: Annotated[list[str], BeforeValidator(_list)] = []
+    agent: Text = None
+    session_id: Text = None
+    project: Text = None
+    trajectory_id: Text = None
+    embed_text: Text = None
+    lesson_count: Annotated[int, BeforeValidator(_count), Field(strict=False)] = 0
+    training: Annotated[dict[str, Any], BeforeValidator(_mapping)] = {}
+    parents: Annotated[list[AdapterId], BeforeValidator(_list)] = []
+
+
+class FileEntry(BaseModel):
+    """One adapter file as the manifest records it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    sha256: Sha256
+    size: Annotated[int, Field(ge=0)]
+
+
+class Source(BaseModel):
+    """Where the adapter came from: the session and the trajectory parsed from it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    agent: str | None = None
+    session_id: str | None = None
+    project: str | None = None
+    trajectory_id: str | None = None
+
+
+class Manifest(BaseModel):
+    """`manifest.json` as `build_manifest` writes it. Only validated: readers keep the parsed
+    JSON itself, so the bytes an adapter id was computed from are the ones read back."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    format_version: int
+    adapter_id: AdapterId
+    base_fingerprint: str
+    method: str | None = None
+    rank: Annotated[int | None, Field(ge=1)] = None
+    alpha: float | None = None
+    target_modules: list[str] = []
+    source: Source
+    task: str
+    embed_text: str | None = None
+    lesson_count: int = 0
+    training: dict[str, Any] = {}
+    created_at: str | None = None
+    parents: list[AdapterId] = []
+    files: dict[str, FileEntry]
+    extra: dict[str, Any] = {}
+
+    @field_validator("files")
+    @classmethod
+    def _adapter_files(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        unknown = sorted(set(files) - set(ADAPTER_FILES))
+        if unknown:
+            raise ValueError(f"names {unknown[0]!r}, which is no adapter file")
+        if PEFT_CONFIG not in files or PEFT_WEIGHTS not in files:
+            raise ValueError(f"must list {PEFT_CONFIG} and {PEFT_WEIGHTS}")
+        return files
 
 
 def normalize_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -53,48 +171,30 @@ def normalize_meta(meta: dict[str, Any]) -> dict[str, Any]:
     `{"base_fingerprint": "ab..", "task": "fix x"}` -> the same plus method "lora", rank None,
     ..., embed_text "fix x", parents [], extra {}.
     """
-    fingerprint = _opt_str(meta, "base_fingerprint")
-    task = meta.get("task")
-    if not fingerprint:
-        raise LibraryError("adapter metadata needs 'base_fingerprint' (the base model's sha256).")
-    if not isinstance(task, str) or not task.strip():
-        raise LibraryError("adapter metadata needs a non-empty 'task' text.")
-    rank, alpha = meta.get("rank"), meta.get("alpha")
-    if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 1):
-        raise LibraryError(f"adapter metadata 'rank' must be a positive integer, got {rank!r}.")
-    if alpha is not None and not isinstance(alpha, int | float):
-        raise LibraryError(f"adapter metadata 'alpha' must be a number, got {alpha!r}.")
-    targets = meta.get("target_modules") or []
-    parents = meta.get("parents") or []
-    training = meta.get("training") or {}
-    if not all(isinstance(t, str) for t in targets) or not isinstance(targets, list):
-        raise LibraryError("adapter metadata 'target_modules' must be a list of module names.")
-    if not isinstance(parents, list) or not all(
-        isinstance(p, str) and ID_PATTERN.match(p) for p in parents
-    ):
-        raise LibraryError("adapter metadata 'parents' must be a list of adapter ids.")
-    if not isinstance(training, dict):
-        raise LibraryError("adapter metadata 'training' must be a mapping of statistics.")
-    extra = {k: v for k, v in meta.items() if k not in KNOWN_META}
     try:
-        json.dumps([training, extra])
+        checked = AdapterMeta.model_validate(meta)
+    except ValidationError as exc:
+        raise LibraryError(f"adapter metadata {problem(exc, HINTS)}.") from None
+    extra = dict(checked.model_extra or {})
+    try:
+        json.dumps([checked.training, extra])
     except (TypeError, ValueError) as exc:
         raise LibraryError(f"adapter metadata is not JSON-serializable ({exc}).") from exc
     return {
-        "base_fingerprint": fingerprint,
-        "method": _opt_str(meta, "method") or "lora",
-        "rank": rank,
-        "alpha": float(alpha) if alpha is not None else None,
-        "target_modules": sorted(targets),
-        "agent": _opt_str(meta, "agent"),
-        "session_id": _opt_str(meta, "session_id"),
-        "project": _opt_str(meta, "project"),
-        "trajectory_id": _opt_str(meta, "trajectory_id"),
-        "task": task.strip(),
-        "embed_text": _opt_str(meta, "embed_text") or task.strip(),
-        "lesson_count": int(meta.get("lesson_count") or 0),
-        "training": training,
-        "parents": list(parents),
+        "base_fingerprint": checked.base_fingerprint,
+        "method": checked.method or "lora",
+        "rank": checked.rank,
+        "alpha": checked.alpha,
+        "target_modules": sorted(checked.target_modules),
+        "agent": checked.agent,
+        "session_id": checked.session_id,
+        "project": checked.project,
+        "trajectory_id": checked.trajectory_id,
+        "task": checked.task,
+        "embed_text": checked.embed_text or checked.task,
+        "lesson_count": checked.lesson_count,
+        "training": checked.training,
+        "parents": list(checked.parents),
         "extra": extra,
     }
 
@@ -156,7 +256,11 @@ def check_version(version: Any, where: str) -> None:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """Parse and sanity-check `folder/manifest.json`; LibraryError says what is wrong."""
+    """Parse and validate `folder/manifest.json`; LibraryError says what is wrong.
+
+    The parsed JSON is returned as read (the `Manifest` model only checks it), so the id it
+    hashes to is computed from exactly what is on disk.
+    """
     path = folder / MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -167,17 +271,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LibraryError(f"{path} is not a JSON object.")
     check_version(data.get("format_version"), str(path))
-    files = data.get("files")
-    if not isinstance(files, dict) or PEFT_WEIGHTS not in files or PEFT_CONFIG not in files:
-        raise LibraryError(f"{path} lists no adapter files.")
-    for name, info in files.items():
-        if name not in ADAPTER_FILES or not isinstance(info, dict) or "sha256" not in info:
-            raise LibraryError(f"{path} has an invalid entry for file {name!r}.")
-    for key in ("adapter_id", "base_fingerprint", "task"):
-        if not isinstance(data.get(key), str):
-            raise LibraryError(f"{path} lacks the field {key!r}.")
-    if not isinstance(data.get("source"), dict):
-        raise LibraryError(f"{path} lacks the field 'source'.")
+    try:
+        Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise LibraryError(
+            f"{path} {problem(exc, HINTS)}; the adapter will not be used: remove it with "
+            "`rune adapters rm`."
+        ) from None
     return data
 
 
