@@ -12,7 +12,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from rune_mcp.errors import ParseError
+from rune_mcp.validation import problem
 
 FORMAT_VERSION = 1
 
@@ -115,23 +118,94 @@ class Trajectory:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Trajectory:
-        version = data.get("format_version")
+    def from_dict(cls, data: Any, where: str = "trajectory JSON") -> Trajectory:
+        """The trajectory `to_dict` wrote, validated by `TrajectoryRecord`; `where` names the
+        source in the one-sentence ParseError a bad field gives."""
+        version = data.get("format_version") if isinstance(data, dict) else None
         if version != FORMAT_VERSION:
             raise ParseError(
-                f"trajectory format version {version!r} is not supported (this Rune reads "
-                f"version {FORMAT_VERSION}); upgrade Rune or parse the transcript again."
+                f"{where} has format version {version!r}, which is not supported (this Rune "
+                f"reads version {FORMAT_VERSION}); upgrade Rune or parse the transcript again."
             )
-        body = {k: v for k, v in data.items() if k != "format_version"}
         try:
-            body["steps"] = [Step(**s) for s in body.get("steps", [])]
-            if any("family" not in s for s in data.get("steps", [])):
-                from rune_mcp.capture.tools import fill_families  # capture imports this module
+            record = TrajectoryRecord.model_validate(data)
+        except ValidationError as exc:
+            raise ParseError(f"{where} {problem(exc, _HINTS)}; parse the transcript again.") from None
+        return _build(record)
 
-                fill_families(body["steps"])  # JSON written before steps had a family
-            body["episodes"] = [Episode(**e) for e in body.get("episodes", [])]
-            body["subagents"] = [cls.from_dict(s) for s in body.get("subagents", [])]
-            return cls(**body)
-        except TypeError as exc:
-            raise ParseError(f"trajectory JSON has a missing or unknown field ({exc}); "
-                             "parse the transcript again.") from None
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "trajectory JSON") -> Trajectory:
+        """`from_dict` of a JSON text, as `to_json` wrote it."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(f"{where} is not valid JSON ({exc}); parse the transcript again.") from None
+        return cls.from_dict(data, where)
+
+
+# --- the JSON form, validated ------------------------------------------------------------------
+# One model per dataclass, field for field (tests/test_trajectory.py keeps them in step). They
+# only check: `to_dict` writes the dataclasses directly, so the JSON is what it always was.
+
+_HINTS = {
+    "kind": "one of " + ", ".join(STEP_KINDS), "family": "one of " + ", ".join(TOOL_FAMILIES),
+    "format_version": f"{FORMAT_VERSION}, the version this Rune reads",
+}
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class StepRecord(_Record):
+    index: int
+    kind: StepKind
+    text: str = ""
+    tool: str | None = None
+    tool_id: str | None = None
+    input: dict[str, Any] | None = None
+    output: str | None = None
+    is_error: bool = False
+    timestamp: str | None = None
+    family: ToolFamily | None = None
+
+
+class EpisodeRecord(_Record):
+    attempt_step: int
+    action: str
+    error: str
+    diagnosis: str = ""
+    fix_step: int | None = None
+    fix: str | None = None
+    verify_step: int | None = None
+    verification: str | None = None
+
+
+class TrajectoryRecord(_Record):
+    format_version: Literal[1]
+    format: str
+    session_id: str
+    task: str
+    steps: list[StepRecord] = []
+    project: str | None = None
+    agent: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    episodes: list[EpisodeRecord] = []
+    final_actions: list[int] = []
+    redactions: dict[str, int] = {}
+    stats: dict[str, int] = {}
+    subagents: list[TrajectoryRecord] = []
+    id: str = ""
+
+
+def _build(record: TrajectoryRecord) -> Trajectory:
+    steps = [Step(**dict(s)) for s in record.steps]
+    if any("family" not in s.model_fields_set for s in record.steps):
+        from rune_mcp.capture.tools import fill_families  # capture imports this module
+
+        fill_families(steps)  # JSON written before steps had a family
+    body = {name: value for name, value in record if name not in
+            ("format_version", "steps", "episodes", "subagents")}
+    return Trajectory(**body, steps=steps, episodes=[Episode(**dict(e)) for e in record.episodes],
+                      subagents=[_build(sub) for sub in record.subagents])
