@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
+from rune_mcp import sqlite
 from rune_mcp.config import Settings
 from rune_mcp.errors import (
     ConfigError,
     InputError,
-    LibraryError,
     ParseError,
     RuneError,
     TrainingError,
@@ -191,50 +191,22 @@ class JobQueue:
 
     # --- storage ------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise LibraryError(
-                f"cannot open the job queue ({exc}); check that RUNE_HOME is writable."
-            ) from exc
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            yield conn
-        finally:
-            conn.close()
+    def _connect(self) -> contextlib.closing[sqlite3.Connection]:
+        return contextlib.closing(sqlite.connect(self.db_path, what=f"the job queue {self.db_path}"))
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction taken up front (BEGIN IMMEDIATE), so two processes never both
         read the same queued row and then both claim it."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._connect() as conn, sqlite.transaction(conn):
+            yield conn
 
     def _init_db(self) -> None:
         with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif int(row["value"]) != SCHEMA_VERSION:
-                raise LibraryError(
-                    f"the job queue {self.db_path.name} has schema version {row['value']} but "
-                    f"this Rune reads version {SCHEMA_VERSION}; upgrade Rune."
-                )
+            sqlite.ensure_schema(
+                conn, _SCHEMA, SCHEMA_VERSION, what=f"the job queue {self.db_path}",
+                fix="upgrade Rune.",
+            )
 
     # --- enqueue ------------------------------------------------------------------------
 

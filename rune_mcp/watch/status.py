@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from rune_mcp import sqlite
 from rune_mcp.config import Settings
 from rune_mcp.watch.sources import sources_for
 from rune_mcp.watch.tail import STATE_DB
@@ -41,11 +42,10 @@ def watch_status(settings: Settings, limit: int = 10) -> dict[str, Any]:
     if not path.exists():
         return out
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        conn = sqlite.connect_readonly(path)
     except sqlite3.Error:
         return out
     try:
-        conn.row_factory = sqlite3.Row
         _status_from(conn, out, limit)
     except sqlite3.Error as exc:
         out["error"] = f"cannot read the watcher state ({exc})"

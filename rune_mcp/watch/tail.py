@@ -25,10 +25,11 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rune_mcp import sqlite
 from rune_mcp.errors import LibraryError
 
 log = logging.getLogger(__name__)
@@ -113,41 +114,23 @@ class WatchDB:
     def __init__(self, path: Path, extra_schema: str = "") -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        what = f"the watcher state {path}"
+        # One thread at a time, but not always the one that opened it (tests, the CLI).
+        self.conn = sqlite.connect(path, what=what, check_same_thread=False)
         try:
-            # One thread at a time, but not always the one that opened it (tests, the CLI).
-            self.conn = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            sqlite.ensure_schema(
+                self.conn, _SCHEMA + extra_schema, SCHEMA_VERSION, what=what,
+                fix="upgrade Rune or delete the file to start over.",
             )
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA busy_timeout = 30000")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.executescript(_SCHEMA + extra_schema)
-        except sqlite3.Error as exc:
-            raise LibraryError(
-                f"cannot open the watcher state {path} ({exc}); check that RUNE_HOME is writable."
-            ) from exc
-        version = self.meta_get("schema_version")
-        if version is None:
-            self.meta_set("schema_version", str(SCHEMA_VERSION))
-        elif version != str(SCHEMA_VERSION):
-            raise LibraryError(
-                f"the watcher state {path.name} has schema version {version} but this Rune "
-                f"reads version {SCHEMA_VERSION}; upgrade Rune or delete the file to start over."
-            )
+        except LibraryError:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite.transaction(self.conn)
 
     def meta_get(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
