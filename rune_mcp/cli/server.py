@@ -102,15 +102,15 @@ def install_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.cli.watch import watch_status_text
-    from rune_mcp.server import Rune, _status, _status_text
+    from rune_mcp.server import Rune, status_text
     from rune_mcp.watch import watch_status
 
-    status = _status(Rune(settings, start_worker=False))
+    status = Rune(settings, start_worker=False).status()
     watcher = watch_status(settings)
     if args.json:
         emit_json({**status.model_dump(mode="json"), "watcher": watcher})
         return 0
-    print(_status_text(status))
+    print(status_text(status))
     rows = status.running + status.queued + status.recent_failures
     if rows:
         print(table(rows, ["id", "state", "source", "transcript", "attempts", "message", "error"]))

@@ -1,0 +1,156 @@
+"""What Rune's tools return: the structured results, and their conversion to MCP tool results.
+
+Each tool answers with structured content (a model below, whose JSON schema is the tool's
+output schema) and one readable paragraph for the agent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel, Field
+
+from rune_mcp.distill.queue import Job
+
+
+class JobInfo(BaseModel):
+    job_id: str
+    state: Literal["queued", "running", "done", "failed"]
+    adapter_id: str | None = None
+    reused: bool | None = None
+    lessons: int | None = None
+    seconds: float | None = None
+    error: str | None = None
+    progress: str | None = None
+    message: str
+
+
+class AdapterHit(BaseModel):
+    adapter_id: str
+    similarity: float
+    task: str
+    lessons: str = Field(description="What the adapter learned, in short.")
+    lesson_count: int | None = None
+    project: str | None = None
+    session_id: str | None = None
+    created: str | None = None
+
+
+class RecallResult(BaseModel):
+    task: str
+    adapters: list[AdapterHit]
+
+
+class RunResult(BaseModel):
+    text: str
+    adapter_id: str | None
+    similarity: float | None
+    timings: dict[str, float]
+
+
+class AdapterSummary(BaseModel):
+    adapter_id: str
+    task: str
+    project: str | None = None
+    session_id: str | None = None
+    agent: str | None = None
+    created: str | None = None
+    method: str | None = None
+    size_bytes: int | None = None
+
+
+class AdapterList(BaseModel):
+    adapters: list[AdapterSummary]
+    count: int
+
+
+class ForgetResult(BaseModel):
+    removed: list[str]
+    cancelled_jobs: list[str]
+    message: str
+
+
+class StatusResult(BaseModel):
+    version: str
+    adapters: int | None
+    jobs: dict[str, int]
+    running: list[dict[str, Any]]
+    queued: list[dict[str, Any]]
+    recent_failures: list[dict[str, Any]]
+    worker_active: bool
+    base_model: dict[str, Any] | None
+    backend: str
+    problems: list[str]
+
+
+def tool_result(model: BaseModel, text: str) -> CallToolResult:
+    """Structured content for programs, one readable paragraph for the agent."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=model.model_dump(mode="json"),
+    )
+
+
+def tool_error(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+def job_info(job: Job, message: str | None = None) -> JobInfo:
+    result = job.result or {}
+    progress = None
+    if job.state == "running" and job.progress_total:
+        progress = f"{job.progress_step}/{job.progress_total} {job.progress_message or ''}".strip()
+    if message is None:
+        message = {
+            "queued": f"Job {job.id} is queued; training runs in the background "
+            "(memory_status shows its progress).",
+            "running": f"Job {job.id} is running ({progress or 'starting'}).",
+            "done": f"Job {job.id} is done: adapter {str(job.adapter_id)[:12]}"
+            + (" (already remembered)." if job.reused else "."),
+            "failed": f"Job {job.id} failed: {job.error}",
+        }[job.state]
+    return JobInfo(
+        job_id=job.id,
+        state=job.state,
+        adapter_id=job.adapter_id,
+        reused=job.reused,
+        lessons=result.get("lessons"),
+        seconds=result.get("seconds"),
+        error=job.error,
+        progress=progress,
+        message=message,
+    )
+
+
+def adapter_hit(hit: Any) -> AdapterHit:
+    """A library recall hit; `lessons` is the embedded text less the task it starts with."""
+    record = hit.record
+    manifest = record.manifest
+    embed_text = str(manifest.get("embed_text") or "")
+    task = record.task
+    lessons = embed_text[len(task):].strip() if embed_text.startswith(task) else embed_text
+    return AdapterHit(
+        adapter_id=record.adapter_id,
+        similarity=round(float(hit.similarity), 4),
+        task=task[:500],
+        lessons=lessons[:400],
+        lesson_count=manifest.get("lesson_count"),
+        project=record.project,
+        session_id=record.session_id,
+        created=record.created_at or None,
+    )
+
+
+def adapter_summary(record: Any) -> AdapterSummary:
+    row = record.summary()
+    return AdapterSummary(
+        adapter_id=row["adapter_id"],
+        task=str(row["task"])[:500],
+        project=row.get("project"),
+        session_id=row.get("session_id"),
+        agent=row.get("agent"),
+        created=row.get("created_at") or None,
+        method=row.get("method"),
+        size_bytes=row.get("size_bytes"),
+    )

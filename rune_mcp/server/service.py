@@ -1,0 +1,122 @@
+"""The services behind Rune's tools: library, queue and runtime for one server process.
+
+Each is opened on first use, so that `rune serve` starts fast and a tool that needs only the
+queue never loads Chroma or the base model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from rune_mcp import __version__
+from rune_mcp.config import Settings
+from rune_mcp.distill.queue import JobQueue, start_worker_thread
+from rune_mcp.errors import RuneError
+from rune_mcp.server.models import StatusResult
+
+
+class Rune:
+    """Library, queue and runtime for one server process, each opened on first use."""
+
+    def __init__(
+        self, settings: Settings, roots: Sequence[Path] = (), start_worker: bool = True
+    ) -> None:
+        self.settings = settings
+        self.roots = [Path(r).expanduser().resolve() for r in roots]
+        self.start_worker = start_worker
+        self._queue: JobQueue | None = None
+        self._library: Any = None
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._base: dict[str, Any] | None = None
+        self._base_lock = threading.Lock()
+        self.run_lock = anyio.Lock()
+
+    def base_model(self) -> dict[str, Any]:
+        """The base model's description, read once: it hashes and parses a GGUF file."""
+        with self._base_lock:  # concurrent first calls would each parse the whole file
+            if self._base is None:
+                from rune_mcp.basemodel import resolve_base
+
+                info = resolve_base(self.settings)
+                self._base = {"name": info.name, "architecture": info.architecture,
+                              "fingerprint": info.fingerprint[:16], "embedded": info.embedded}
+            return self._base
+
+    def queue(self) -> JobQueue:
+        with self._lock:
+            if self._queue is None:
+                self._queue = JobQueue(self.settings)
+            return self._queue
+
+    def library(self) -> Any:
+        with self._lock:
+            if self._library is None:
+                from rune_mcp.library import Library
+
+                self._library = Library.open(self.settings)
+            return self._library
+
+    def kick_worker(self) -> None:
+        """Start a worker thread unless one is alive here (another process may hold the lock,
+        in which case the thread exits at once and that process takes the job)."""
+        if not self.start_worker:
+            return
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = start_worker_thread(self.settings)
+
+    def status(self) -> StatusResult:
+        """Library size, jobs, base model and backend; a part that fails is reported, not
+        raised, so that status still answers when the library or the model is broken."""
+        problems: list[str] = []
+        queue = self.queue().status()
+        adapters: int | None = None
+        try:
+            adapters = len(self.library().list())
+        except RuneError as exc:
+            problems.append(str(exc))
+        base: dict[str, Any] | None = None
+        try:
+            base = self.base_model()
+        except RuneError as exc:
+            problems.append(str(exc))
+        return StatusResult(
+            version=__version__,
+            adapters=adapters,
+            jobs=queue["counts"],
+            running=queue["running"],
+            queued=queue["queued"],
+            recent_failures=queue["recent_failures"],
+            worker_active=queue["worker"]["active"],
+            base_model=base,
+            backend=self.settings.backend,
+            problems=problems,
+        )
+
+
+def status_text(status: StatusResult) -> str:
+    """The status as a few lines for a person: counts first, then running jobs and problems."""
+    jobs = status.jobs
+    base = status.base_model["name"] if status.base_model else "unavailable"
+    lines = [
+        f"Rune {status.version}: {status.adapters if status.adapters is not None else '?'} "
+        f"adapter(s); jobs queued {jobs['queued']}, running {jobs['running']}, "
+        f"done {jobs['done']}, failed {jobs['failed']}; base model {base}; "
+        f"backend {status.backend}.",
+    ]
+    for job in status.running:
+        lines.append(f"running {job['id']}: {job.get('message') or ''}")
+    lines += [f"problem: {p}" for p in status.problems]
+    return "\n".join(lines)
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    """Blocking library work off the event loop, so one slow call never stalls the others."""
+    return await anyio.to_thread.run_sync(fn)
