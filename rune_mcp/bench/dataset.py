@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.bench.quirks import KINDS, Call, Project, Quirk, bash, edit, passing, read
+from rune_mcp.capture.write import ClaudeWriter
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
 from rune_mcp.fsutil import atomic_write_text
@@ -241,180 +242,10 @@ def noise_calls(rng: random.Random, proj: Project, allow_edits: bool) -> list[Ca
 # --- Claude Code JSONL ---------------------------------------------------------------------------
 
 
-class Transcript:
-    """Writes one Claude Code session: a parentUuid chain with the line shapes of 2.1.x."""
-
-    def __init__(self, rng: random.Random, session_id: str, cwd: str, start: datetime) -> None:
-        self.rng, self.session_id, self.cwd, self.clock = rng, session_id, cwd, start
-        self.lines: list[dict[str, Any]] = []
-        self.parent: str | None = None
-
-    def _id(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-
-    def _stamp(self) -> str:
-        self.clock += timedelta(milliseconds=self.rng.randint(300, 9000))
-        return self.clock.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.clock.microsecond // 1000:03d}Z"
-
-    def _base(self, kind: str, parent: str | None) -> dict[str, Any]:
-        return {
-            "parentUuid": parent,
-            "isSidechain": False,
-            "userType": "external",
-            "cwd": self.cwd,
-            "sessionId": self.session_id,
-            "version": "2.1.39",
-            "gitBranch": "main",
-            "type": kind,
-            "uuid": self._id(),
-            "timestamp": self._stamp(),
-        }
-
-    def _chain(self, line: dict[str, Any]) -> str:
-        self.lines.append(line)
-        self.parent = str(line["uuid"])
-        return self.parent
-
-    def user(self, text: str) -> None:
-        line = self._base("user", self.parent)
-        line["message"] = {"role": "user", "content": text}
-        line["permissionMode"] = "default"
-        self._chain(line)
-        self.lines.append(
-            {
-                "type": "file-history-snapshot",
-                "messageId": line["uuid"],
-                "snapshot": {
-                    "messageId": line["uuid"],
-                    "trackedFileBackups": {},
-                    "timestamp": line["timestamp"],
-                },
-                "isSnapshotUpdate": False,
-            }
-        )
-
-    def assistant(self, blocks: list[dict[str, Any]]) -> None:
-        """One API message, one line per block, all sharing `message.id`."""
-        msg_id = f"msg_01{self.rng.getrandbits(100):025x}"
-        request = f"req_011{self.rng.getrandbits(100):025x}"
-        for i, block in enumerate(blocks):
-            last = i == len(blocks) - 1
-            stop = ("tool_use" if block["type"] == "tool_use" else "end_turn") if last else None
-            line = self._base("assistant", self.parent)
-            line["message"] = {
-                "model": "claude-opus-4-6",
-                "id": msg_id,
-                "type": "message",
-                "role": "assistant",
-                "content": [block],
-                "stop_reason": stop,
-                "stop_sequence": None,
-                "usage": {
-                    "input_tokens": 3,
-                    "output_tokens": self.rng.randint(10, 900),
-                    "cache_read_input_tokens": self.rng.randint(1000, 60000),
-                },
-            }
-            line["requestId"] = request
-            self._chain(line)
-
-    def call(self, call: Call) -> None:
-        blocks: list[dict[str, Any]] = []
-        if call.thinking:
-            blocks.append({"type": "thinking", "thinking": call.thinking, "signature": "sig" * 20})
-        if call.text:
-            blocks.append({"type": "text", "text": call.text})
-        tool_id = f"toolu_01{self.rng.getrandbits(100):025x}"
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": tool_id,
-                "name": call.tool,
-                "input": call.input,
-                "caller": {"type": "direct"},
-            }
-        )
-        self.assistant(blocks)
-        use_uuid = self.parent
-        if call.tool == "Bash":
-            self._progress(call, tool_id)
-        result = self._base("user", use_uuid)
-        content = call.output
-        if call.is_error and not content.startswith("Exit code"):
-            content = f"Exit code 1\n{content}"
-        result["message"] = {
-            "role": "user",
-            "content": [
-                {
-                    "tool_use_id": tool_id,
-                    "type": "tool_result",
-                    "content": content,
-                    **({"is_error": True} if call.is_error else {}),
-                }
-            ],
-        }
-        result["toolUseResult"] = self._tool_result(call, content)
-        result["sourceToolAssistantUUID"] = use_uuid
-        self._chain(result)
-
-    def _progress(self, call: Call, tool_id: str) -> None:
-        """bash_progress lines: partial output, hanging off the tool call (not on the chain)."""
-        lines = call.output.splitlines()
-        for k in range(1, min(4, len(lines) // 8 + 1) + 1):
-            line = self._base("progress", self.parent)
-            line["data"] = {
-                "type": "bash_progress",
-                "output": "\n".join(lines[: k * max(1, len(lines) // 4)]),
-                "fullOutput": "\n".join(lines[: k * max(1, len(lines) // 4)]),
-                "elapsedTimeSeconds": k,
-                "totalLines": len(lines),
-            }
-            line["toolUseID"] = f"bash-progress-{k - 1}"
-            line["parentToolUseID"] = tool_id
-            self.lines.append(line)
-
-    def _tool_result(self, call: Call, content: str) -> Any:
-        path = call.input.get("file_path")
-        if call.is_error:
-            return f"Error: {content}"
-        if call.tool == "Bash":
-            return {"stdout": call.output, "stderr": "", "interrupted": False, "isImage": False}
-        if call.tool == "Read":
-            raw = "\n".join(ln.split("\u2192", 1)[-1] for ln in call.output.splitlines())
-            n = raw.count("\n") + 1
-            return {
-                "type": "text",
-                "file": {"filePath": path, "content": raw, "numLines": n, "startLine": 1, "totalLines": n},
-            }
-        if call.tool == "Edit":
-            return {
-                "filePath": path,
-                "oldString": call.input["old_string"],
-                "newString": call.input["new_string"],
-                "originalFile": None,
-                "structuredPatch": [],
-                "userModified": False,
-                "replaceAll": False,
-            }
-        if call.tool == "Write":
-            return {
-                "type": "create",
-                "filePath": path,
-                "content": call.input["content"],
-                "structuredPatch": [],
-            }
-        return {"mode": "content", "numFiles": 1, "content": call.output, "filenames": [path] if path else []}
-
-    def finish(self, text: str) -> None:
-        self.assistant([{"type": "text", "text": text}])
-        line = self._base("system", self.parent)
-        line.update(
-            {"subtype": "turn_duration", "durationMs": self.rng.randint(20000, 400000), "isMeta": False}
-        )
-        self.lines.append(line)
-
-    def jsonl(self) -> str:
-        return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in self.lines)
+def _call(tr: ClaudeWriter, call: Call) -> None:
+    """A `Call` in Claude Code's line shapes; Bash calls stream progress lines as they run."""
+    tr.call(call.tool, call.input, call.output, call.is_error, thinking=call.thinking,
+            text=call.text, progress=call.tool == "Bash")
 
 
 def render_session(
@@ -427,21 +258,22 @@ def render_session(
     start: datetime,
 ) -> str:
     """A session: task, noise, what earlier sessions taught (done right), the new quirks."""
-    tr = Transcript(rng, session_id, proj.cwd, start)
-    tr.user(task)
+    tr = ClaudeWriter(session_id, proj.cwd, rng=rng, start=start)
+    tr.user(task, snapshot=True, permissionMode="default")
     edits_ok = not any(q.kind == "test_command" for q in group)
     for call in noise_calls(rng, proj, edits_ok):
-        tr.call(call)
+        _call(tr, call)
     if known and edits_ok:
         for call in rng.choice(known).clean:
-            tr.call(call)
+            _call(tr, call)
     for i, quirk in enumerate(group):
         for call in quirk.calls:
-            tr.call(call)
+            _call(tr, call)
         if i < len(group) - 1:
             for call in noise_calls(rng, proj, allow_edits=False):
-                tr.call(call)
-    tr.call(
+                _call(tr, call)
+    _call(
+        tr,
         bash(
             f'git add -A && git commit -m "{proj.entity}: {group[0].topic}"',
             f"[main {rng.getrandbits(28):07x}] {proj.entity}: {group[0].topic}\n 3 files changed",

@@ -19,17 +19,18 @@ from hypothesis import strategies as st
 from capture.builders import fix_session
 from capture.test_formats import AIDER
 from rune_mcp.capture import parse_path, parse_text
+from rune_mcp.capture.write import CodexWriter
 from rune_mcp.errors import ParseError
 
-CODEX = "\n".join(json.dumps(x) for x in [
-    {"type": "session_meta", "payload": {"id": "c", "cwd": "/p"}},
-    {"type": "response_item", "payload": {"type": "message", "role": "user",
-                                          "content": [{"type": "input_text", "text": "do it"}]}},
-    {"type": "response_item", "payload": {"type": "function_call", "name": "shell",
-                                          "call_id": "1", "arguments": "{\"command\": [\"ls\"]}"}},
-    {"type": "response_item", "payload": {"type": "function_call_output", "call_id": "1",
-                                          "output": "a b"}},
-]) + "\n"
+
+def _codex() -> str:
+    w = CodexWriter("c", "/p")
+    w.user("do it")
+    w.call(["ls"], "a b")
+    return w.jsonl()
+
+
+CODEX = _codex()
 GENERIC = json.dumps({"task": "t", "steps": [{"kind": "user", "text": "t"},
                                              {"kind": "assistant", "text": "ok"}]})
 BASES = [fix_session().text().encode(), CODEX.encode(), AIDER.encode(), GENERIC.encode()]

@@ -14,6 +14,7 @@ import pytest
 
 from capture.builders import ClaudeSession, fix_session
 from rune_mcp.capture import FORMATS, detect_format, parse_path, parse_text
+from rune_mcp.capture.write import CodexWriter
 from rune_mcp.errors import ParseError
 
 
@@ -69,11 +70,10 @@ def test_claude_code_split_message_and_duplicate_lines_merge() -> None:
 def test_claude_code_tool_use_result_string_and_image_blocks() -> None:
     s = ClaudeSession()
     s.user("Look at the screenshot")
-    s.lines.append({"type": "user", "uuid": "img", "parentUuid": s.parent, "message": {
-        "role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": "iVBORw0KGgo" * 500}}]}]},
-        "toolUseResult": "Error: something"})
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": "iVBORw0KGgo" * 500}}
+    # The error shows only in `toolUseResult`: the result block has no `is_error`.
+    s.tool_result("t1", [image], False, "Error: something")
     traj = parse_text(s.text())
     result = traj.steps[-1]
     assert result.output == "[image dropped: image/png]" and result.is_error
@@ -81,30 +81,14 @@ def test_claude_code_tool_use_result_string_and_image_blocks() -> None:
 
 
 def test_codex_function_calls_with_exit_codes_make_an_episode() -> None:
-    def line(kind: str, payload: dict[str, object]) -> str:
-        return json.dumps({"timestamp": "2025-09-01T00:00:00Z", "type": kind, "payload": payload})
-
-    lines = [
-        line("session_meta", {"id": "c1", "cwd": "/work/app"}),
-        line("response_item", {"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "<environment_context>cwd</environment_context>"}]}),
-        line("response_item", {"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "fix the build"}]}),
-        line("response_item", {"type": "function_call", "name": "shell", "call_id": "a",
-                               "arguments": json.dumps({"command": ["bash", "-lc", "make"]})}),
-        line("response_item", {"type": "function_call_output", "call_id": "a", "output":
-                               json.dumps({"output": "cc: error: x.c", "metadata":
-                                           {"exit_code": 2}})}),
-        line("response_item", {"type": "reasoning", "summary": [
-            {"type": "summary_text", "text": "x.c needs the header"}]}),
-        line("response_item", {"type": "function_call", "name": "shell", "call_id": "b",
-                               "arguments": json.dumps({"command": ["bash", "-lc",
-                                                                    "make CFLAGS=-Iinclude"]})}),
-        line("response_item", {"type": "function_call_output", "call_id": "b", "output":
-                               json.dumps({"output": "ok", "metadata": {"exit_code": 0}})}),
-        line("event_msg", {"type": "agent_message", "message": "done"}),
-    ]
-    traj = parse_text("\n".join(lines) + "\n")
+    w = CodexWriter("c1", "/work/app")
+    w.user("<environment_context>cwd</environment_context>")
+    w.user("fix the build")
+    w.call(["bash", "-lc", "make"], "cc: error: x.c", exit_code=2)
+    w.reasoning("x.c needs the header")
+    w.call(["bash", "-lc", "make CFLAGS=-Iinclude"], "ok", exit_code=0)
+    w.line("event_msg", {"type": "agent_message", "message": "done"})
+    traj = parse_text(w.jsonl())
     assert traj.format == "codex" and traj.task == "fix the build"
     assert traj.project == "/work/app" and traj.stats["skipped:event_msg"] == 1
     (ep,) = traj.episodes

@@ -15,7 +15,6 @@ llama.cpp, must not produce the canary.
 from __future__ import annotations
 
 import inspect
-import json
 import random
 import re
 import string
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from rune_mcp.basemodel import resolve_base
+from rune_mcp.capture.write import ClaudeWriter
 from rune_mcp.config import Settings, load_settings
 from rune_mcp.distill.probes import greedy, load_probes, sample_paths, score
 from rune_mcp.library import Library
@@ -133,36 +133,22 @@ def _canaries() -> list[tuple[str, str]]:
 def _jsonl(canaries: list[tuple[str, str]], cwd: str) -> str:
     """A Claude Code session that configures a deploy: canaries in commands that succeed (so,
     unredacted, they would be trained as final actions) and in a written .env file."""
-    lines: list[dict[str, Any]] = []
+    w = ClaudeWriter("canary-1", cwd)
 
-    def add(kind: str, content: Any) -> None:
-        lines.append({"type": kind, "sessionId": "canary-1", "cwd": cwd,
-                      "uuid": f"u{len(lines)}", "parentUuid": f"u{len(lines) - 1}" if lines else None,
-                      "timestamp": f"2025-10-14T10:{len(lines) // 60:02d}:{len(lines) % 60:02d}Z",
-                      "message": {"role": "user" if kind == "user" else "assistant",
-                                  "content": content}})
+    def call(command: str, output: str, error: bool = False) -> None:
+        w.call("Bash", {"command": command, "description": "Deploy step"}, output, error)
 
-    def call(n: int, command: str, output: str, error: bool = False) -> None:
-        add("assistant", [{"type": "tool_use", "id": f"t{n}", "name": "Bash",
-                           "input": {"command": command, "description": "Deploy step"}}])
-        add("user", [{"type": "tool_result", "tool_use_id": f"t{n}", "content": output,
-                      "is_error": error}])
-
-    add("user", "Configure the deploy credentials for the quayside service and run a check.")
-    n = 0
+    w.user("Configure the deploy credentials for the quayside service and run a check.")
     repeats = [20, 20, 5, 5, 5] + [1] * 15  # several canaries repeated 5 and 20 times
     for (prefix, secret), times in zip(canaries, repeats, strict=True):
         for k in range(times):
-            n += 1
-            call(n, f"{prefix}{secret} && ./deploy.sh --check --round {k}", "check ok")
+            call(f"{prefix}{secret} && ./deploy.sh --check --round {k}", "check ok")
     env = "\n".join(f"{p}{s}" for p, s in canaries)
-    add("assistant", [{"type": "tool_use", "id": "w1", "name": "Write",
-                       "input": {"file_path": f"{cwd}/.env", "content": env}}])
-    add("user", [{"type": "tool_result", "tool_use_id": "w1", "content": "File created"}])
-    call(1000, "./deploy.sh --verify", "Error: deploy.sh: unknown option --verify", error=True)
-    add("assistant", [{"type": "text", "text": "deploy.sh has no --verify; it is --check."}])
-    call(1001, "./deploy.sh --check", "check ok")
-    return "\n".join(json.dumps(line) for line in lines) + "\n"
+    w.call("Write", {"file_path": f"{cwd}/.env", "content": env}, "File created")
+    call("./deploy.sh --verify", "Error: deploy.sh: unknown option --verify", error=True)
+    w.say("deploy.sh has no --verify; it is --check.")
+    call("./deploy.sh --check", "check ok")
+    return w.jsonl()
 
 
 def test_canaries_are_never_produced(settings: Settings, tmp_path: Path) -> None:

@@ -1,11 +1,14 @@
-"""Small agent transcripts written the way the agents write them, for the watcher tests."""
+"""Small agent transcripts for the watcher tests (Claude Code and Codex by `rune_mcp.capture.write`)."""
 
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+
+from rune_mcp.capture.write import START, ClaudeWriter, CodexWriter, write_jsonl
 
 
 def claude_lines(
@@ -18,35 +21,15 @@ def claude_lines(
 ) -> list[str]:
     """A Claude Code session: the task, then `turns` Bash calls with their results and a
     closing answer (2 + 2 * turns conversation lines). With `start` > 0 it continues a
-    session (no new task line) after the line whose uuid is `parent`."""
-    lines: list[dict[str, Any]] = []
-    n = start
-
-    def rec(kind: str, content: Any, **extra: Any) -> None:
-        nonlocal parent, n
-        n += 1
-        uuid = f"{session}-{n:05d}"
-        lines.append({
-            "parentUuid": parent, "isSidechain": False, "userType": "external", "cwd": cwd,
-            "sessionId": session, "version": "2.1.39", "type": kind, "uuid": uuid,
-            "timestamp": f"2026-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}.000Z",
-            "message": {"role": kind, "content": content, **extra.pop("message", {})},
-            **extra,
-        })
-        parent = uuid
-
+    session (no new task line, later times, other ids) after the line whose uuid is `parent`."""
+    writer = ClaudeWriter(session, cwd, rng=random.Random(f"{session}:{start}"),
+                          start=START + timedelta(hours=start), parent=parent)
     if start == 0:
-        rec("user", task)
+        writer.user(task)
     for i in range(turns):
-        tid = f"toolu_{session}_{n + 1}"
-        rec("assistant", [{"type": "tool_use", "id": tid, "name": "Bash",
-                           "input": {"command": f"make step-{n}-{i}"}}],
-            message={"id": f"msg-{session}-{n}"})
-        rec("user", [{"type": "tool_result", "tool_use_id": tid, "content": f"step {i} ok",
-                      "is_error": False}], toolUseResult={"stdout": f"step {i} ok", "stderr": ""})
-    rec("assistant", [{"type": "text", "text": f"Finished {task} part {start}."}],
-        message={"id": f"msg-{session}-end-{n}"})
-    return [json.dumps(line) for line in lines]
+        writer.call("Bash", {"command": f"make step-{start}-{i}"}, f"step {i} ok")
+    writer.say(f"Finished {task} part {start}.")
+    return writer.json_lines()
 
 
 def continue_claude(path: Path, turns: int, start: int) -> None:
@@ -56,33 +39,20 @@ def continue_claude(path: Path, turns: int, start: int) -> None:
     last = [r for r in records if "uuid" in r][-1]
     more = claude_lines("", turns=turns, cwd=last["cwd"], session=last["sessionId"],
                         start=start, parent=last["uuid"])
-    write_lines(path, more, append=True)
+    write_jsonl(path, more, append=True)
 
 
 def write_lines(path: Path, lines: list[str], append: bool = False) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a" if append else "w", encoding="utf-8") as handle:
-        handle.write("".join(line + "\n" for line in lines))
-    return path
+    return write_jsonl(path, lines, append)
 
 
 def codex_lines(task: str, cwd: str, session: str) -> list[str]:
-    def line(kind: str, payload: dict[str, Any]) -> str:
-        return json.dumps({"timestamp": "2026-01-01T00:00:00Z", "type": kind, "payload": payload})
-
-    out = [line("session_meta", {"id": session, "cwd": cwd, "cli_version": "0.50.0"})]
-    out.append(line("response_item", {"type": "message", "role": "user",
-                                      "content": [{"type": "input_text", "text": task}]}))
+    writer = CodexWriter(session, cwd)
+    writer.user(task)
     for i in range(3):
-        call = f"call_{session}_{i}"
-        out.append(line("response_item", {
-            "type": "function_call", "name": "shell", "call_id": call,
-            "arguments": json.dumps({"command": ["make", f"step{i}"]})}))
-        out.append(line("response_item", {"type": "function_call_output", "call_id": call,
-                                          "output": f"step {i} ok"}))
-    out.append(line("response_item", {"type": "message", "role": "assistant",
-                                      "content": [{"type": "output_text", "text": "Done."}]}))
-    return out
+        writer.call(["make", f"step{i}"], f"step {i} ok")
+    writer.say("Done.")
+    return writer.json_lines()
 
 
 def cursor_lines(task: str) -> list[str]:
