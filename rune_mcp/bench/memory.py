@@ -2,7 +2,7 @@
 
 Every `DIR/*.jsonl` session is remembered into a temporary library (the same
 `remember_path` every entry point uses), then every probe is scored on the served weights
-(llama.cpp base + GGUF adapters, `rune_mcp.bench.scoring`) under six conditions:
+(llama.cpp base + GGUF adapters, `rune_mcp.runtime.scoring`) under six conditions:
 
 - `none`: the base model alone;
 - `rag`: the best-matching session's trajectory text, retrieved from the same library by the
@@ -181,12 +181,10 @@ class Scorer:
         return [(AdapterSpec.from_record(self.lib.get(adapter_id)), 1.0)]
 
     def _context(self, name: str | None) -> tuple[str | None, int]:
-        from rune_mcp.bench.scoring import count_tokens, truncate_tokens
-
         if name is None or name not in self.texts:
             return None, 0
-        text = truncate_tokens(self.backend, self.texts[name], self.budget)
-        return text, count_tokens(self.backend, text)
+        text = self.backend.truncate_tokens(self.texts[name], self.budget)
+        return text, self.backend.count_tokens(text)
 
     def _mismatched(self, probe: dict[str, Any]) -> str | None:
         source = self.sessions.get(probe["source_session"] or "")
@@ -232,7 +230,7 @@ class Scorer:
         return messages, None, 0, extra
 
     def score(self, probe: dict[str, Any], condition: str) -> dict[str, Any]:
-        from rune_mcp.bench.scoring import score_choices
+        from rune_mcp.runtime.scoring import score_choices
 
         messages, adapter, tokens, extra = self.plan(probe, condition)
         res = score_choices(self.backend, messages, probe["prefix"], probe["choices"], self._spec(adapter))

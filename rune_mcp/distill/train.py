@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.config import Settings
+from rune_mcp.device import pick_device
 from rune_mcp.distill.collate import IGNORE, Rendered, render_examples
 from rune_mcp.distill.lessons import Example
 from rune_mcp.errors import ModelError, TrainingError
@@ -67,16 +68,6 @@ class TrainResult:
             "trainable_params": self.trainable_params, "examples": self.examples,
             "losses": [round(x, 4) for x in self.losses], "stopped_early": self.stopped_early,
         }
-
-
-def pick_device(settings: Settings) -> str:
-    import torch
-
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("RUNE_DEVICE is cuda but no CUDA GPU is visible; set it to auto or cpu.")
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return settings.device
 
 
 def load_base(settings: Settings, model_dir: Path, method: str | None = None) -> Loaded:

@@ -14,12 +14,17 @@ import os
 import resource
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rune_mcp.errors import IntegrityError, UsageError
+from rune_mcp.errors import BackendError, IntegrityError, UsageError
+
+if TYPE_CHECKING:
+    from rune_mcp.runtime.cache import AdapterCache
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 BASE_ONLY = "__base__"
@@ -48,6 +53,8 @@ class AdapterSpec:
 
 
 Active = tuple[tuple[AdapterSpec, float], ...]  # adapters with their scales, in order
+Adapters = Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]  # bare specs: scale 1.0
+AdapterArg = Adapters | None  # None: the backend's active set
 
 
 @dataclass
@@ -61,7 +68,7 @@ class Generation:
     adapters: tuple[tuple[str, float], ...] = ()  # (id, scale) actually applied
 
 
-def normalize(adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> Active:
+def normalize(adapters: Adapters) -> Active:
     """Accept bare specs (scale 1.0) or (spec, scale) pairs; reject duplicates.
 
     `[a, (b, 0.5)]` -> `((a, 1.0), (b, 0.5))`.
@@ -123,49 +130,140 @@ class FairLock:
             self._cond.notify_all()
 
 
+def adapter_ids(target: Active) -> tuple[tuple[str, float], ...]:
+    """`((spec, 0.5),)` -> `(("id", 0.5),)`: what `Generation.adapters` reports."""
+    return tuple((spec.adapter_id, scale) for spec, scale in target)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation's settings; its adapter set travels beside it, resolved when it starts."""
+
+    messages: Sequence[Message]
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int | None = None  # None: the configured seed
+
+
+def stage_timings(start: float, swapped: float, first: float, end: float,
+                  tokens: int) -> dict[str, float]:
+    """Milliseconds of swap, prompt and generation, and decode speed, from perf_counter marks."""
+    gen_s = end - first
+    return {"swap": (swapped - start) * 1000, "prompt": (first - swapped) * 1000,
+            "generation": gen_s * 1000,
+            # the first token comes out of the prompt pass; the rest are decode steps
+            "tokens_per_s": (tokens - 1) / gen_s if tokens > 1 and gen_s > 0 else 0.0}
+
+
 class Backend(abc.ABC):
-    """Base model loaded once; adapters activated, deactivated and used per request."""
+    """Base model loaded once; adapters activated, deactivated and used per request.
+
+    A subclass sets `_lock` (what requests and loads take turns under) and `_cache` (the
+    adapters it holds loaded) in its constructor, and implements the generation hooks.
+    Backends that can read the model's logits also implement `tokenize`, `detokenize`,
+    `chat_tokens` and `logits`, which probe scoring (`rune_mcp.runtime.scoring`) uses.
+    """
 
     name: str = "backend"
     fingerprint: str = ""
+    _active: Active = ()
+    _lock: AbstractContextManager[Any]
+    _cache: AdapterCache[Any]
 
-    @abc.abstractmethod
-    def activate(self, adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> float:
-        """Make `adapters` the default set (loading any not yet loaded); returns the ms spent."""
+    # --- adapters ---------------------------------------------------------------------
+    @property
+    def active(self) -> Active:
+        """The default adapter set now in force."""
+        return self._active
+
+    def activate(self, adapters: Adapters) -> float:
+        """Make `adapters` the default set (loading any not yet loaded); returns the ms spent.
+
+        Loading happens here; a request picks the new set up when it starts, so a swap to
+        loaded adapters never waits for a generation in progress."""
+        start = time.perf_counter()
+        target = self._resolve(adapters)
+        self._prepare(target)
+        self._active = target  # one reference assignment: atomic for readers
+        return (time.perf_counter() - start) * 1000
 
     def deactivate(self) -> float:
         """Back to the bare base model; returns the ms spent."""
         return self.activate(())
 
-    @property
-    @abc.abstractmethod
-    def active(self) -> Active:
-        """The default adapter set now in force."""
+    def _resolve(self, adapters: AdapterArg) -> Active:
+        """The set a request names (`None`: the active set), refused if trained for another base."""
+        if adapters is None:
+            return self._active
+        target = normalize(adapters)
+        for spec, _ in target:
+            check_base(spec, self.fingerprint)
+        return target
 
-    @abc.abstractmethod
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Generation:
+    def _prepare(self, target: Active) -> None:
+        """Load what `target` lacks; the lock is taken only then, so that a swap between
+        loaded adapters never queues behind a request."""
+        if not self._cache.holds(target):
+            with self._lock:
+                self._cache.ensure(target)
+
+    # --- generation -------------------------------------------------------------------
+    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
+                 seed: int | None = None, adapters: AdapterArg = None) -> Generation:
         """Answer a chat; `adapters=None` uses the active set, `()` the bare base."""
+        return self._generate(Request(messages, max_tokens, temperature, seed), self._resolve(adapters))
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
+               seed: int | None = None, adapters: AdapterArg = None) -> Iterator[str]:
+        """Like `generate`, yielding text pieces as they are produced; the adapter set is fixed
+        by this call. Holds the backend until exhausted or closed."""
+        return self._stream(Request(messages, max_tokens, temperature, seed), self._resolve(adapters))
 
     @abc.abstractmethod
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Iterator[str]:
-        """Like `generate`, yielding text pieces as they are produced."""
+    def _generate(self, request: Request, target: Active) -> Generation:
+        """Answer `request` with exactly the adapters of `target`."""
 
+    @abc.abstractmethod
+    def _stream(self, request: Request, target: Active) -> Iterator[str]:
+        """`_generate`, piece by piece."""
+
+    # --- tokens and logits (probe scoring) ----------------------------------------------
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Tokens of `text`, no BOS added; `special`: control tokens written as text count."""
+        raise self._no_logits()
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Text of `tokens`; a character cut at either end is dropped."""
+        raise self._no_logits()
+
+    def chat_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """The model's chat template around `messages`, with the generation prompt, as tokens."""
+        raise self._no_logits()
+
+    def logits(self, tokens: str | Sequence[int], adapters: Adapters = (), first: int = 0) -> Any:
+        """Next-token logits (numpy, rows x vocabulary) at positions `first`.. of `tokens`
+        under `adapters` (default: the bare base); text is tokenized with special tokens.
+        The backend's default adapter set does not change."""
+        raise self._no_logits()
+
+    def _no_logits(self) -> BackendError:
+        return BackendError(f"the {self.name} backend does not expose the model's logits; "
+                            "set RUNE_BACKEND=llamacpp (or transformers) to score probes.")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in the served model's vocabulary."""
+        return len(self.tokenize(text))
+
+    def truncate_tokens(self, text: str, limit: int) -> str:
+        """`text` cut to at most about `limit` tokens, keeping its start and end (a session's
+        task and its outcome matter most)."""
+        tokens = self.tokenize(text)
+        if len(tokens) <= limit:
+            return text
+        half = max(1, limit // 2 - 4)
+        return f"{self.detokenize(tokens[:half])}\n[...]\n{self.detokenize(tokens[-half:])}"
+
+    # --- the rest ---------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Loaded adapters and memory, for `rune bench runtime` and diagnostics."""
         return {"backend": self.name, "rss_mb": round(rss_mb(), 1)}
@@ -174,27 +272,18 @@ class Backend(abc.ABC):
         """Free what the backend holds; it is unusable afterwards."""
 
 
-AdapterArg = Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None
-
-
 class StreamingBackend(Backend):
     """A backend whose one producer, `_run`, yields text pieces and fills in a `Generation`;
     `generate` and `stream` are the same loop consumed whole or piece by piece."""
 
     @abc.abstractmethod
-    def _run(self, messages: Sequence[Message], max_tokens: int, temperature: float,
-             seed: int | None, adapters: AdapterArg, result: Generation) -> Iterator[str]:
+    def _run(self, request: Request, target: Active, result: Generation) -> Iterator[str]:
         """Yield the answer's text pieces, recording tokens, timings and adapters in `result`."""
 
-    def generate(self, messages: Sequence[Message], *, max_tokens: int = 256,
-                 temperature: float = 0.0, seed: int | None = None,
-                 adapters: AdapterArg = None) -> Generation:
+    def _generate(self, request: Request, target: Active) -> Generation:
         result = Generation("", 0, 0)
-        result.text = "".join(self._run(messages, max_tokens, temperature, seed, adapters, result))
+        result.text = "".join(self._run(request, target, result))
         return result
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256,
-               temperature: float = 0.0, seed: int | None = None,
-               adapters: AdapterArg = None) -> Iterator[str]:
-        """Yields text pieces; holds the backend until exhausted or closed."""
-        return self._run(messages, max_tokens, temperature, seed, adapters, Generation("", 0, 0))
+    def _stream(self, request: Request, target: Active) -> Iterator[str]:
+        return self._run(request, target, Generation("", 0, 0))

@@ -14,24 +14,25 @@ import re
 import threading
 import time
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rune_mcp.basemodel import BaseModelInfo, ensure_derived
 from rune_mcp.config import Settings
+from rune_mcp.device import pick_device
 from rune_mcp.errors import BackendError, InputError, ModelError
 from rune_mcp.runtime.base import (
     BASE_ONLY,
     Active,
+    Adapters,
     AdapterSpec,
     Backend,
     Generation,
     Message,
-    check_base,
-    normalize,
-    rss_mb,
+    Request,
+    adapter_ids,
 )
+from rune_mcp.runtime.cache import AdapterCache
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,45 @@ def _peft_name(adapter_id: str) -> str:
     return "r_" + re.sub(r"\W", "_", adapter_id)
 
 
-def pick_device(settings: Settings) -> str:
+def _peft_size(spec: AdapterSpec) -> int:
+    """Bytes of the adapter's PEFT weights; the folder must hold them as safetensors."""
+    folder = spec.peft_dir
+    if folder is None or not (folder / "adapter_model.safetensors").is_file():
+        raise BackendError(f"adapter {spec.adapter_id} has no PEFT safetensors folder; "
+                           "remove it and remember the session again.")
+    return (folder / "adapter_model.safetensors").stat().st_size
+
+
+def chat_ids(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+    """The chat template around `messages`, with the generation prompt, as token ids."""
+    return list(tokenizer(chat_text(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
+def chat_text(tokenizer: Any, messages: Sequence[Message]) -> str:
+    if not messages:
+        raise InputError("no messages to answer; pass at least one user message.")
+    try:
+        return str(tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                                 add_generation_prompt=True))
+    except Exception as exc:  # jinja2 errors from the model's own template
+        raise InputError(f"the model's chat template rejected these messages ({exc}).") from exc
+
+
+def text_ids(tokenizer: Any, text: str, special: bool = False) -> list[int]:
+    """Tokens of `text`, no BOS; control tokens written as text count only with `special`."""
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
+
+
+def forward_logits(model: Any, ids: Sequence[int], first: int) -> Any:
+    """One forward pass of `model` (as it is: a PEFT model with its active adapters) over
+    `ids`; the next-token logits of positions `first`.. as float32 numpy."""
     import torch
 
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        raise BackendError("RUNE_DEVICE=cuda but no CUDA device is visible; set RUNE_DEVICE=auto.")
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return settings.device
+    if not 0 <= first < len(ids):
+        raise InputError(f"logits from position {first} of {len(ids)} tokens: there is none.")
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([list(ids)], device=model.device))
+    return out.logits[0, first:].float().cpu().numpy()
 
 
 class TransformersBackend(Backend):
@@ -73,73 +105,34 @@ class TransformersBackend(Backend):
         self.load_ms = (time.perf_counter() - start) * 1000
         self.quantized = self.device == "cuda"
         self._peft: Any = None
-        self._loaded: OrderedDict[str, int] = OrderedDict()  # adapter id -> bytes
         self._lock = threading.RLock()
-        self._active: Active = ()
+        self._cache: AdapterCache[str] = AdapterCache(
+            settings.adapter_cache_mb << 20, load=self._load, size=_peft_size, free=self._unload)
 
     # --- adapters ---------------------------------------------------------------------
-    @property
-    def active(self) -> Active:
-        return self._active
-
-    def activate(self, adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> float:
-        target = normalize(adapters)
-        start = time.perf_counter()
-        for spec, _ in target:
-            check_base(spec, self.fingerprint)
-        if any(spec.adapter_id not in self._loaded for spec, _ in target):
-            with self._lock:
-                self._ensure(target)
-        self._active = target  # requests pick it up when they start
-        return (time.perf_counter() - start) * 1000
-
-    def _ensure(self, target: Active) -> None:
-        """Load every adapter of `target` that is not in the model yet (lock held)."""
-        for spec, _ in target:
-            check_base(spec, self.fingerprint)
-        keep = {spec.adapter_id for spec, _ in target}
-        for spec, _ in target:
-            if spec.adapter_id in self._loaded:
-                self._loaded.move_to_end(spec.adapter_id)
-                continue
-            self._load(spec, keep)
-
-    def _load(self, spec: AdapterSpec, keep: set[str]) -> None:
+    def _load(self, spec: AdapterSpec) -> str:
+        """Add the adapter to the model by name (the first one wraps the base in PEFT)."""
         from peft import PeftModel
 
-        folder = spec.peft_dir
-        if folder is None or not (folder / "adapter_model.safetensors").is_file():
-            raise BackendError(f"adapter {spec.adapter_id} has no PEFT safetensors folder; "
-                               "remove it and remember the session again.")
-        size = (folder / "adapter_model.safetensors").stat().st_size
-        self._evict(size, keep)
-        name = _peft_name(spec.adapter_id)
+        folder, name = str(spec.peft_dir), _peft_name(spec.adapter_id)
         try:
             with warnings.catch_warnings():
                 # peft calls a transformers method that transformers 5 has renamed.
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
                                         category=FutureWarning)
                 if self._peft is None:
-                    self._peft = PeftModel.from_pretrained(self.model, str(folder),
+                    self._peft = PeftModel.from_pretrained(self.model, folder,
                                                            adapter_name=name, is_trainable=False)
                     self._peft.eval()
                 else:
-                    self._peft.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                    self._peft.load_adapter(folder, adapter_name=name, is_trainable=False)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise BackendError(f"PEFT could not load adapter {spec.adapter_id} ({exc}); it may "
                                "not fit this base model.") from exc
-        self._loaded[spec.adapter_id] = size
+        return name
 
-    def _evict(self, incoming: int, keep: set[str]) -> None:
-        limit = self.settings.adapter_cache_mb << 20
-        total = sum(self._loaded.values()) + incoming
-        for adapter_id in list(self._loaded):
-            if total <= limit:
-                break
-            if adapter_id in keep:
-                continue
-            total -= self._loaded.pop(adapter_id)
-            self._peft.delete_adapter(_peft_name(adapter_id))
+    def _unload(self, name: str) -> None:
+        self._peft.delete_adapter(name)
 
     def _configure(self, target: Active) -> None:
         """Make exactly `target` (with its scales) the model's active adapters (lock held)."""
@@ -154,17 +147,8 @@ class TransformersBackend(Backend):
                     module.set_scale(name, scale)
 
     # --- generation -------------------------------------------------------------------
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Generation:
-        target = self._active if adapters is None else normalize(adapters)
-        return self._batch([messages], [target], max_tokens, temperature, seed)[0]
+    def _generate(self, request: Request, target: Active) -> Generation:
+        return self._batch([request.messages], [target], request)[0]
 
     def generate_batch(
         self,
@@ -175,66 +159,54 @@ class TransformersBackend(Backend):
         seed: int | None = None,
     ) -> list[Generation]:
         """Answer several chats in one batch, each row with its own adapter (or none)."""
-        targets: list[Active] = [((spec, 1.0),) if spec else () for _, spec in requests]
-        return self._batch([m for m, _ in requests], targets, max_tokens, temperature, seed)
+        targets = [self._resolve([spec] if spec else []) for _, spec in requests]
+        return self._batch([m for m, _ in requests], targets,
+                           Request((), max_tokens, temperature, seed))
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None = None,
-    ) -> Iterator[str]:
-        """Yields text pieces as `generate` produces them in a worker thread."""
+    def _stream(self, request: Request, target: Active) -> Iterator[str]:
+        """Yields text pieces as `_batch` produces them in a worker thread."""
         from transformers import TextIteratorStreamer
 
-        target = self._active if adapters is None else normalize(adapters)
         streamer: Any = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                self._batch([messages], [target], max_tokens, temperature, seed, streamer)
+                self._batch([request.messages], [target], request, streamer)
             except BaseException as exc:  # surfaced to the consumer below
                 errors.append(exc)
                 streamer.end()
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        yield from streamer
-        thread.join()
-        if errors:
-            raise errors[0]
+        def pieces() -> Iterator[str]:
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            yield from streamer
+            thread.join()
+            if errors:
+                raise errors[0]
 
-    def _batch(
-        self,
-        chats: Sequence[Sequence[Message]],
-        targets: Sequence[Active],
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        streamer: Any = None,
-    ) -> list[Generation]:
+        return pieces()
+
+    def _batch(self, chats: Sequence[Sequence[Message]], targets: Sequence[Active],
+               request: Request, streamer: Any = None) -> list[Generation]:
+        """Generate for every chat, row `i` under `targets[i]`; `request` gives the settings."""
         import torch
 
         inputs = self._encode(chats)
         with self._lock:
             start = time.perf_counter()
             for target in targets:
-                self._ensure(target)
+                self._cache.ensure(target)
             kwargs = self._adapter_kwargs(targets)
             swapped = time.perf_counter()
             clock = _Clock(streamer)
-            torch.manual_seed(self.settings.seed if seed is None else seed)
+            torch.manual_seed(self.settings.seed if request.seed is None else request.seed)
             with torch.inference_mode(), self._scope(targets):
                 out = self._runner().generate(
-                    **inputs, generation_config=self._gen_config(max_tokens, temperature),
-                    streamer=clock, **kwargs)
+                    **inputs, generation_config=self._gen_config(request), streamer=clock, **kwargs)
         results = self._results(inputs, out, clock, swapped - start)
         for result, target in zip(results, targets, strict=True):
-            result.adapters = tuple((spec.adapter_id, scale) for spec, scale in target)
+            result.adapters = adapter_ids(target)
         return results
 
     def _adapter_kwargs(self, targets: Sequence[Active]) -> dict[str, Any]:
@@ -263,25 +235,21 @@ class TransformersBackend(Backend):
     def _runner(self) -> Any:
         return self._peft if self._peft is not None else self.model
 
-    def _gen_config(self, max_tokens: int, temperature: float) -> Any:
+    def _gen_config(self, request: Request) -> Any:
         import transformers
 
         config: Any = transformers.GenerationConfig
-        sample = temperature > 0
-        extra = {"temperature": temperature, "top_k": 40, "top_p": 0.95} if sample else {}
+        sample = request.temperature > 0
+        extra = {"temperature": request.temperature, "top_k": 40, "top_p": 0.95} if sample else {}
         return config(
-            max_new_tokens=max_tokens, do_sample=sample,
+            max_new_tokens=request.max_tokens, do_sample=sample,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id, **extra)
 
     def _encode(self, chats: Sequence[Sequence[Message]]) -> Any:
-        if not chats or any(not chat for chat in chats):
+        if not chats:
             raise InputError("no messages to answer; pass at least one user message.")
-        try:
-            texts = [self.tokenizer.apply_chat_template(list(c), tokenize=False,
-                                                        add_generation_prompt=True) for c in chats]
-        except Exception as exc:  # jinja2 errors from the model's own template
-            raise InputError(f"the model's chat template rejected these messages ({exc}).") from exc
+        texts = [chat_text(self.tokenizer, chat) for chat in chats]
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -301,25 +269,30 @@ class TransformersBackend(Backend):
             results.append(Generation(text, prompt_tokens, len(new), clock.timings(swap_s)))
         return results
 
-    def logits(self, text: str, adapters: Sequence[tuple[AdapterSpec, float]] | None = None) -> Any:
-        """Next-token logits at every position of `text` (numpy, tokens x vocab), for tests."""
-        import torch
+    # --- tokens and logits ------------------------------------------------------------
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return text_ids(self.tokenizer, text, special)
 
-        target = normalize(adapters or ())
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(tokens))).replace("\ufffd", "")
+
+    def chat_tokens(self, messages: Sequence[Message]) -> list[int]:
+        return chat_ids(self.tokenizer, messages)
+
+    def logits(self, tokens: str | Sequence[int], adapters: Adapters = (), first: int = 0) -> Any:
+        ids = self.tokenize(tokens, special=True) if isinstance(tokens, str) else list(tokens)
+        target = self._resolve(adapters)
         with self._lock:
-            self._ensure(target)
+            self._cache.ensure(target)
             if target:
                 self._configure(target)
-            with torch.inference_mode(), self._scope([target]):
-                out = self._runner()(input_ids=ids.to(self.model.device))
-        return out.logits[0].float().cpu().numpy()
+            with self._scope([target]):
+                return forward_logits(self._runner(), ids, first)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"backend": self.name, "device": self.device, "quantized": self.quantized,
-                    "rss_mb": round(rss_mb(), 1), "adapters_loaded": len(self._loaded),
-                    "adapter_cache_mb": round(sum(self._loaded.values()) / (1 << 20), 2)}
+            return {**super().stats(), "device": self.device, "quantized": self.quantized,
+                    **self._cache.stats()}
 
 
 class _Clock:

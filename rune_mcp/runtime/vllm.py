@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from rune_mcp.basemodel import BaseModelInfo
@@ -28,11 +28,12 @@ from rune_mcp.runtime.base import (
     Active,
     AdapterSpec,
     Generation,
-    Message,
+    Request,
     StreamingBackend,
-    check_base,
-    normalize,
+    adapter_ids,
+    stage_timings,
 )
+from rune_mcp.runtime.cache import AdapterCache
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 600.0
@@ -49,8 +50,8 @@ class VllmBackend(StreamingBackend):
         self.url = settings.vllm_url.rstrip("/")
         self._key = os.environ.get("VLLM_API_KEY")  # the variable `vllm serve` itself reads
         self._lock = threading.Lock()
-        self._registered: set[str] = set()
-        self._active: Active = ()
+        # what this process has registered; the server keeps the adapters, so no budget here
+        self._cache: AdapterCache[str] = AdapterCache(None, load=self._load, free=lambda _: None)
         self.model = self._base_model_id()
 
     # --- HTTP -------------------------------------------------------------------------
@@ -92,33 +93,14 @@ class VllmBackend(StreamingBackend):
         raise BackendError(f"the vLLM server at {self.url} lists no base model.")
 
     # --- adapters ---------------------------------------------------------------------
-    @property
-    def active(self) -> Active:
-        return self._active
-
-    def activate(self, adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec]) -> float:
-        target = normalize(adapters)
-        start = time.perf_counter()
-        self._register(target)
-        self._active = target
-        return (time.perf_counter() - start) * 1000
-
-    def _register(self, target: Active) -> str:
-        """Register the target's adapter if needed; returns the model name to request."""
+    def _prepare(self, target: Active) -> None:
+        """Register the target's adapter with the server if this process has not yet."""
         if len(target) > 1 or any(scale != 1.0 for _, scale in target):
             raise BackendError("vLLM applies one adapter per request at scale 1.0; use the "
                                "llama.cpp or transformers backend to compose adapters.")
-        if not target:
-            return self.model
-        spec = target[0][0]
-        check_base(spec, self.fingerprint)
-        with self._lock:
-            if spec.adapter_id not in self._registered:
-                self._load(spec)
-                self._registered.add(spec.adapter_id)
-        return spec.adapter_id
+        super()._prepare(target)
 
-    def _load(self, spec: AdapterSpec) -> None:
+    def _load(self, spec: AdapterSpec) -> str:
         if spec.peft_dir is None:
             raise BackendError(f"adapter {spec.adapter_id} has no PEFT folder for vLLM to load.")
         body = {"lora_name": spec.adapter_id, "lora_path": str(spec.peft_dir)}
@@ -127,30 +109,24 @@ class VllmBackend(StreamingBackend):
                 response.read()
         except _HttpError as exc:
             if "already" in exc.detail.lower():  # registered by an earlier Rune process
-                return
+                return spec.adapter_id
             raise BackendError(f"vLLM at {self.url} refused adapter {spec.adapter_id} "
                                f"({exc.code}: {exc.detail}); was it started with --enable-lora "
                                "and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?") from exc
+        return spec.adapter_id
 
     # --- generation -------------------------------------------------------------------
-    def _run(
-        self,
-        messages: Sequence[Message],
-        max_tokens: int,
-        temperature: float,
-        seed: int | None,
-        adapters: Sequence[tuple[AdapterSpec, float]] | Sequence[AdapterSpec] | None,
-        result: Generation,
-    ) -> Iterator[str]:
-        if not messages:
+    def _run(self, request: Request, target: Active, result: Generation) -> Iterator[str]:
+        if not request.messages:
             raise InputError("no messages to answer; pass at least one user message.")
         start = time.perf_counter()
-        target = self._active if adapters is None else normalize(adapters)
-        model = self._register(target)
-        result.adapters = tuple((spec.adapter_id, scale) for spec, scale in target)
+        self._prepare(target)
+        model = target[0][0].adapter_id if target else self.model
+        result.adapters = adapter_ids(target)
         swapped = first = time.perf_counter()
-        body = {"model": model, "messages": list(messages), "max_tokens": max_tokens,
-                "temperature": temperature, "seed": self.settings.seed if seed is None else seed,
+        seed = self.settings.seed if request.seed is None else request.seed
+        body = {"model": model, "messages": list(request.messages), "max_tokens": request.max_tokens,
+                "temperature": request.temperature, "seed": seed,
                 "stream": True, "stream_options": {"include_usage": True}}
         pieces = 0
         try:
@@ -170,12 +146,8 @@ class VllmBackend(StreamingBackend):
                 result.prompt_tokens = int(usage.get("prompt_tokens") or result.prompt_tokens)
                 result.completion_tokens = int(usage.get("completion_tokens")
                                                or result.completion_tokens)
-        end = time.perf_counter()
-        tokens = result.completion_tokens or pieces
-        gen_s = end - first
-        result.timings = {"swap": (swapped - start) * 1000, "prompt": (first - swapped) * 1000,
-                          "generation": gen_s * 1000,
-                          "tokens_per_s": (tokens - 1) / gen_s if tokens > 1 and gen_s > 0 else 0.0}
+        result.timings = stage_timings(start, swapped, first, time.perf_counter(),
+                                       result.completion_tokens or pieces)
 
 
 class _HttpError(Exception):
