@@ -24,8 +24,8 @@ ENV_PREFIX = "RUNE_"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # The two projections that write into the residual stream: on the bundled session they learned
 # as well as all seven (`rune bench sweep`), and llama.cpp applies an unmerged LoRA as extra
-# small products per module, so two modules keep generation at 0.93x base speed against 0.77x
-# for seven (`rune bench runtime`, docs/runtime.md).
+# small products per module, so two modules keep generation far closer to base speed than
+# seven (figures: docs/runtime.md#performance).
 DEFAULT_TARGETS = ["o_proj", "down_proj"]
 
 

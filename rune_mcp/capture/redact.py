@@ -5,9 +5,10 @@ A trajectory is stored, embedded and trained on, so a key pasted into a prompt o
 which replaces each secret with a typed placeholder (`[REDACTED:aws-access-key]`) and counts
 it per type.
 
-Speed matters (a 10 MB transcript must parse and redact in about a second), so each rule
-carries cheap "needles": substrings that must occur before its regex runs at all. Most text
-contains none of them, so most rules cost one substring search per string. Provider formats
+Speed matters (a large transcript must parse and redact within the target of
+docs/trajectory.md#speed), so each rule carries cheap "needles": substrings that must occur
+before its regex runs at all. Most text contains none of them, so most rules cost one
+substring search per string. Provider formats
 that detect-secrets maintains (SendGrid, Twilio, Mailchimp, Square, Telegram, Discord, Azure,
 Artifactory, npm) reuse that library's regexes; the rest are Rune's own rules, plus a
 high-entropy scan for random-looking tokens no rule names.

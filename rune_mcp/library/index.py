@@ -243,14 +243,14 @@ class AdapterIndex:
         """Up to `k` (id, cosine similarity) pairs whose metadata match, most similar first.
 
         `where` and `accept` state the same filter, for Chroma and in Python. Chroma's filtered
-        search first collects every matching id (measured at 10,000 records: 126 ms against
-        3 ms unfiltered), and usually nearly every adapter matches (same base model), so the
-        nearest few are fetched unfiltered and filtered here, widening once, and only when too
-        few survive does Chroma run the exact filtered search. Every metadata row fetched costs
+        search first collects every matching id (far slower than an unfiltered search; figures
+        in docs/library.md#performance), and usually nearly every adapter matches (same base
+        model), so the nearest few are fetched unfiltered and filtered here, widening once, and
+        only when too few survive does Chroma run the exact filtered search. Every metadata row fetched costs
         time, so the first try asks for just `k` unless a project filter makes misses likely.
         """
         # Asking for more than the index holds returns all of it; no count() round trip first
-        # (it was 2 of the 5 ms the index took per recall at 10,000 records).
+        # (a sizeable share of a recall; docs/library.md#performance).
         tries = [max(4 * k, 20)] if narrow else [k, max(4 * k, 20)]
         for n in tries:
             result = self._call(
