@@ -246,8 +246,9 @@ class AdapterIndex:
         search first collects every matching id (far slower than an unfiltered search; figures
         in docs/library.md#performance), and usually nearly every adapter matches (same base
         model), so the nearest few are fetched unfiltered and filtered here, widening once, and
-        only when too few survive does Chroma run the exact filtered search. Every metadata row fetched costs
-        time, so the first try asks for just `k` unless a project filter makes misses likely.
+        only when too few survive does Chroma run the exact filtered search. Every metadata
+        row fetched costs time, so the first try asks for just `k` unless a project filter
+        makes misses likely.
         """
         # Asking for more than the index holds returns all of it; no count() round trip first
         # (a sizeable share of a recall; docs/library.md#performance).
