@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from rune_mcp import sqlite
 from rune_mcp.config import Settings
@@ -15,13 +16,10 @@ from rune_mcp.watch.tail import STATE_DB
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a process with this id exists, on Linux, macOS and Windows (where
+    `os.kill(pid, 0)` would end the process instead of probing it). A process of another user
+    exists too, even though this one may not signal it."""
+    return bool(psutil.pid_exists(pid))
 
 
 def watch_status(settings: Settings, limit: int = 10) -> dict[str, Any]:
