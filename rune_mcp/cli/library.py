@@ -1,4 +1,5 @@
-"""Library commands: `rune adapters ls|show|rm|verify`, `rune recall`, `rune library reindex`."""
+"""Library commands: `rune adapters ls|show|rm|verify|export|import`, `rune recall`,
+`rune library reindex`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def register(sub: Any) -> None:
 
     verify = actions.add_parser("verify", help="check every adapter and the index (exit 1 on problems)")
     _json_flag(verify).set_defaults(func=adapters_verify)
+
+    export = actions.add_parser(
+        "export", help="write verified adapters to one archive (.tar, or .tar.gz) to share"
+    )
+    export.add_argument("adapter_ids", metavar="ID", nargs="*", help="adapter ids or prefixes")
+    export.add_argument("--project", help="instead: the project's adapters for the current base")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the archive to write (gzip when it ends in .gz or .tgz)")
+    _json_flag(export).set_defaults(func=adapters_export)
+
+    imp = actions.add_parser("import", help="check an archive's adapters and add them to the library")
+    imp.add_argument("archive", metavar="FILE", help="an archive `rune adapters export` wrote")
+    _json_flag(imp).set_defaults(func=adapters_import)
 
     recall = sub.add_parser("recall", help="find the adapters whose task is most like TASK")
     recall.add_argument("task", metavar="TASK", help="the task, in words")
@@ -125,6 +139,39 @@ def adapters_verify(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(f"{len(lib.store.ids())} adapters verified; the index matches.")
     return 1 if problems else 0
+
+
+def adapters_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from rune_mcp.library.archive import export_adapters
+
+    out = Path(args.output).expanduser()
+    result = export_adapters(_open(settings), out, ids=args.adapter_ids, project=args.project)
+    if args.json:
+        emit_json({"path": str(result.path), "adapters": result.adapter_ids,
+                   "size_bytes": result.size_bytes})
+    else:
+        print(f"exported {len(result.adapter_ids)} adapters to {out} ({_mib(result.size_bytes)}).")
+    return 0
+
+
+def adapters_import(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from rune_mcp.library.archive import import_archive
+
+    result = import_archive(_open(settings), Path(args.archive).expanduser())
+    if args.json:
+        emit_json({"imported": [r.adapter_id for r in result.imported],
+                   "already_present": [r.adapter_id for r in result.present]})
+        return 0
+    rows = [{"id": r.adapter_id[:12], "status": "imported", "task": r.task} for r in result.imported]
+    rows += [{"id": r.adapter_id[:12], "status": "already present", "task": r.task}
+             for r in result.present]
+    print(table(rows, ["id", "status", "task"], width=60))
+    print(f"{len(result.imported)} adapters imported, {len(result.present)} already present.")
+    return 0
 
 
 def recall_cmd(args: argparse.Namespace, settings: Settings) -> int:

@@ -105,13 +105,33 @@ class Library:
         agent, session_id, project, trajectory_id, embed_text, lesson_count, training (dict),
         parents (adapter ids). Unknown keys are kept under the manifest's `extra`.
         """
+        return self._add(peft_dir, gguf_file, meta, None)[0]
+
+    def add_verified(
+        self,
+        peft_dir: Path,
+        gguf_file: Path | None,
+        meta: dict[str, Any],
+        created_at: str | None,
+    ) -> tuple[AdapterRecord, bool]:
+        """Store an adapter whose files and metadata came from elsewhere (an imported archive,
+        checked against its digests by the caller), keeping its original creation time.
+
+        The same write-once, atomic, locked path as `add`; returns the record and whether it
+        is new (False: the intact adapter was already present and nothing changed).
+        """
+        return self._add(peft_dir, gguf_file, meta, created_at)
+
+    def _add(
+        self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any], created_at: str | None
+    ) -> tuple[AdapterRecord, bool]:
         with self._writing() as index:
-            record, created = self.store.write(peft_dir, gguf_file, meta)
+            record, created = self.store.write(peft_dir, gguf_file, meta, created_at)
             if created or not index.has(record.adapter_id):
                 index.upsert([self._entry(record, self._embed([record.embed_text])[0])])
         if created:
             log.info("stored adapter %s (%s)", record.adapter_id[:12], record.task[:60])
-        return record
+        return record, created
 
     def remove(self, adapter_id: str) -> str:
         """Delete an adapter's files and its index record together; return the full id.

@@ -223,12 +223,17 @@ class AdapterStore:
     # --- writing (caller holds the library lock) ---------------------------------------
 
     def write(
-        self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any]
+        self,
+        peft_dir: Path,
+        gguf_file: Path | None,
+        meta: dict[str, Any],
+        created_at: str | None = None,
     ) -> tuple[AdapterRecord, bool]:
         """Store an adapter; return its record and whether it was new.
 
         The same content again returns the existing record untouched. An existing folder with
         the same id that fails verification is replaced by the good copy being added.
+        `created_at` (default: now) is kept by imports, so a shared adapter keeps its date.
         """
         flat = normalize_meta(meta)
         check_sources(peft_dir, gguf_file)
@@ -242,7 +247,7 @@ class AdapterStore:
             }
             if gguf_file is not None:
                 files[GGUF_FILE] = _copy_synced(gguf_file, tmp / GGUF_FILE)
-            manifest = build_manifest(flat, files, _now())
+            manifest = build_manifest(flat, files, created_at or _now())
             adapter_id = manifest["adapter_id"]
             final = self.root / adapter_id
             if final.is_dir():
