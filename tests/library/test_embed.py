@@ -1,8 +1,11 @@
-"""The embedder: the ONNX Runtime query path must give the vectors the model itself gives."""
+"""The embedder: the ONNX Runtime query path must give the vectors the model itself gives,
+from a cached, verified export that later processes load without PyTorch."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +16,9 @@ import pytest
 
 from rune_mcp.config import Settings
 from rune_mcp.library.embed import OnnxEncoder, SentenceTransformerEmbedder, get_embedder
+from rune_mcp.library.queryencoder import CACHE_DIR, EncoderCache, model_key
+
+HEAVY = ("torch", "transformers", "sentence_transformers", "onnx")
 
 TEXTS = [
     "fix the login redirect loop in the api",
@@ -36,6 +42,14 @@ def test_query_path_is_onnx_and_matches_the_model(embedder: SentenceTransformerE
     np.testing.assert_allclose(np.asarray(fast), eager, atol=1e-5)
 
 
+def test_text_past_the_length_limit_is_cut_as_the_model_cuts_it(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    long = " ".join(f"step {i} of the migration failed" for i in range(120))  # > 256 tokens
+    np.testing.assert_allclose(np.asarray(embedder.embed([long])), embedder._encode([long]),
+                               atol=1e-5)
+
+
 def test_padded_small_batch_matches_the_large_batch_path(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
@@ -52,14 +66,14 @@ def test_model_that_does_not_fit_keeps_the_eager_path(
         """The real modules, but claiming CLS pooling, which the ONNX path does not do."""
 
         def preprocess(self, texts: list[str]) -> Any:
-            return embedder._model.preprocess(texts)
+            return embedder.model.preprocess(texts)
 
-    model = ClsPooled(embedder._model)
+    model = ClsPooled(embedder.model)
     pooling = model[1]
     original = pooling.get_config_dict
     pooling.get_config_dict = lambda: {**original(), "pooling_mode": "cls"}
     try:
-        assert OnnxEncoder.build(model, embedder._encode) is None
+        assert OnnxEncoder.build(model, embedder._encode, embedder.path / "tokenizer.json") is None
     finally:
         del pooling.get_config_dict
 
@@ -68,59 +82,106 @@ def test_onnx_path_that_disagrees_is_not_used(embedder: SentenceTransformerEmbed
     def wrong(texts: list[str]) -> Any:
         return embedder._encode(texts) * 0.5
 
-    assert OnnxEncoder.build(embedder._model, wrong) is None
+    assert OnnxEncoder.build(embedder.model, wrong, embedder.path / "tokenizer.json") is None
 
 
-def test_cpu_watch_counts_other_processes_not_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rune_mcp.library import embed
-
-    samples = iter([
-        (0.0, 100.0, 10.0),
-        (1.0, 101.0, 11.0),  # one core busy, all of it this process: both cores are free
-        (1.1, 101.2, 11.1),  # too soon after: the last answer stands
-        (2.0, 102.0, 11.0),  # one core busy with another process: one core left
-        (3.0, 104.0, 11.0),  # both busy with others: still one thread, never zero
-    ])
-    monkeypatch.setattr(embed, "_busy_sample", lambda: next(samples))
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
-    watch = embed.CpuWatch()
-    assert watch.idle_cores() == 1  # no window yet: the load average says busy
-    assert [watch.idle_cores() for _ in range(4)] == [2, 2, 1, 1]
+def _cache_files(embedder: SentenceTransformerEmbedder, cache_dir: Path) -> tuple[Path, Path]:
+    cache = EncoderCache.open(cache_dir, embedder.path)
+    assert cache is not None
+    return cache.graph_path, cache.record_path
 
 
-def test_cpu_watch_without_proc_uses_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rune_mcp.library import embed
-
-    monkeypatch.setattr(embed, "_busy_sample", lambda: None)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))
-    assert embed.CpuWatch().idle_cores() == 3  # one other process's worth of load
-
-
-def test_busy_sample_reads_this_machine() -> None:
-    from rune_mcp.library import embed
-
-    first = embed._busy_sample()
-    if first is None:
-        pytest.skip("no /proc/stat on this system: the load-average estimate is used")
-    sum(i * i for i in range(200_000))  # some CPU time of our own
-    second = embed._busy_sample()
-    assert second is not None and second[0] > first[0] and second[2] > first[2]
-    assert second[1] >= first[1]
+def _copy_cache(embedder: SentenceTransformerEmbedder, to: Path) -> tuple[Path, Path]:
+    """The shared test cache's export of MiniLM, copied into a cache folder of its own."""
+    embedder.embed(["make sure the shared cache holds the export"])
+    graph, record = _cache_files(embedder, Settings().cache_dir)
+    (to / CACHE_DIR).mkdir(parents=True)
+    for path in (graph, record):
+        shutil.copyfile(path, to / CACHE_DIR / path.name)
+    return to / CACHE_DIR / graph.name, to / CACHE_DIR / record.name
 
 
-def test_building_the_query_path_writes_nothing_to_stdout(tmp_path: Path) -> None:
-    """`rune serve` speaks JSON-RPC on stdout: the export and session must print nothing."""
+def test_cached_export_serves_queries_without_loading_the_model(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    _copy_cache(embedder, tmp_path)
+    fresh = SentenceTransformerEmbedder(embedder.path, tmp_path)
+    vectors = fresh.embed(TEXTS[:2])
+    assert fresh.query_path == "onnx" and fresh.dim == embedder.dim
+    assert fresh._model is None, "a cached query encoder must not need the model"
+    np.testing.assert_allclose(np.asarray(vectors), embedder._encode(TEXTS[:2]), atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["graph", "record"])
+def test_damaged_cache_is_exported_again(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path, damage: str
+) -> None:
+    graph, record = _copy_cache(embedder, tmp_path)
+    if damage == "graph":
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one flipped byte inside the weights
+        graph.write_bytes(bytes(data))
+    else:
+        record.write_text("{not json")
+    fresh = SentenceTransformerEmbedder(embedder.path, tmp_path)
+    fresh._model = embedder.model  # the export needs the model; spare the test a second load
+    vectors = fresh.embed(TEXTS[:1])
+    assert fresh.query_path == "onnx"
+    written = json.loads(record.read_text())
+    import hashlib
+
+    assert hashlib.sha256(graph.read_bytes()).hexdigest() == written["sha256"]
+    np.testing.assert_allclose(np.asarray(vectors), embedder._encode(TEXTS[:1]), atol=1e-5)
+
+
+def test_cache_key_follows_the_tokenizer_and_the_weights(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(embedder.path, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    (folder / "model.safetensors").symlink_to(embedder.path / "model.safetensors")
+    cache = tmp_path / "cache"
+    assert model_key(folder, cache) == model_key(embedder.path, cache)  # same files, same key
+    tokenizer = folder / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text().replace('"[UNK]"', '"[UNKNOWN]"'))
+    changed = model_key(folder, cache)
+    assert changed != model_key(embedder.path, cache)
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    assert model_key(folder, cache) not in (changed, model_key(embedder.path, cache))
+
+
+def _embed_in_a_new_process(cache_dir: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
         "from rune_mcp.config import Settings\n"
         "from rune_mcp.library.embed import get_embedder\n"
-        "e = get_embedder(Settings())\n"
-        "e.embed(['build the query path'])\n"
+        f"e = get_embedder(Settings(cache_dir=Path({str(cache_dir)!r})))\n"
+        "vector = e.embed(['build the query path'])[0]\n"
         "assert e.query_path == 'onnx', e.query_path\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "sys.stderr.write(json.dumps({'vector': vector, 'heavy': heavy}))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout == ""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300, check=False)
+
+
+def test_export_and_cached_load_write_nothing_to_stdout(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    """`rune serve` speaks JSON-RPC on stdout: the export, the cache and the session print
+    nothing there; and a process that finds the export cached imports no PyTorch at all."""
+    cache = tmp_path / "cache"
+    first = _embed_in_a_new_process(cache, tmp_path)  # an empty cache: exports and writes it
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _embed_in_a_new_process(cache, tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert first.stdout == second.stdout == ""
+    exported, cached = (json.loads(p.stderr[p.stderr.index('{"vector"'):]) for p in (first, second))
+    assert "torch" in exported["heavy"], "the first process should have exported the encoder"
+    assert cached["heavy"] == [], f"the cached query path imported {cached['heavy']}"
+    np.testing.assert_allclose(cached["vector"], exported["vector"], atol=1e-6)
+    np.testing.assert_allclose(cached["vector"], embedder._encode(["build the query path"])[0],
+                               atol=1e-5)
