@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rune_mcp import agents
 from rune_mcp.cli.output import emit_json, table
 from rune_mcp.config import Settings
 
@@ -25,27 +26,21 @@ def register(sub: Any) -> None:
     serve.set_defaults(func=serve_cmd)
 
     hook = sub.add_parser("hook", help="queue a finished session (called by an agent's hooks)")
-    hook.add_argument("agent", choices=["claude-code", "cursor"], help="which agent calls")
+    hook.add_argument(
+        "agent", choices=[a.name for a in agents.with_hooks()], help="which agent calls"
+    )
     hook.set_defaults(func=hook_cmd)
 
     for verb in ("install", "uninstall"):
         p = sub.add_parser(verb, help=f"{verb} Rune's MCP server and hooks in an editor")
         target = p.add_subparsers(dest="target", metavar="EDITOR", required=True)
-        claude = target.add_parser("claude-code", help="Claude Code")
-        claude.add_argument("--scope", choices=["user", "project", "local"], default="user")
-        claude.add_argument("--project", type=Path, help="project folder (default: current)")
-        claude.add_argument(
-            "--no-cli", action="store_true",
-            help="edit the config files directly even when the `claude` CLI is on PATH",
-        )
-        cursor = target.add_parser("cursor", help="Cursor")
-        cursor.add_argument("--scope", choices=["project", "user"], default="project")
-        cursor.add_argument("--project", type=Path, help="project folder (default: current)")
-        for p2 in (claude, cursor):
-            p2.set_defaults(func=install_cmd, verb=verb)
+        for agent in agents.with_installer():
+            _install_target(target, agent, verb)
 
     status = sub.add_parser("status", help="library size, job queue, base model")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--watch", action="store_true",
+                        help="a live view of the queue and the watcher, until Ctrl-C")
     status.set_defaults(func=status_cmd)
 
     jobs = sub.add_parser("jobs", help="the queue of sessions waiting to be distilled")
@@ -80,27 +75,39 @@ def hook_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return run_hook(args.agent, sys.stdin, settings)
 
 
+def _install_target(target: Any, agent: agents.Agent, verb: str) -> None:
+    """`rune install <agent>`: the agent's scopes (its default first) and, when it has a CLI
+    that could register the server itself, `--no-cli`."""
+    inst = agent.installer
+    if inst is None:
+        return
+    cmd = target.add_parser(agent.name, help=agent.title)
+    cmd.add_argument("--scope", choices=list(inst.scopes), default=inst.scopes[0])
+    cmd.add_argument("--project", type=Path, help="project folder (default: current)")
+    if inst.cli_help:
+        cmd.add_argument("--no-cli", action="store_true", help=inst.cli_help)
+    cmd.set_defaults(func=install_cmd, verb=verb)
+
+
 def install_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.server import install
 
-    if args.target == "claude-code":
-        use_cli = False if args.no_cli else None
-        fn = (
-            install.install_claude_code if args.verb == "install"
-            else install.uninstall_claude_code
-        )
-        done = fn(settings, scope=args.scope, project=args.project, use_cli=use_cli)
-    else:
-        fn2 = install.install_cursor if args.verb == "install" else install.uninstall_cursor
-        done = fn2(settings, scope=args.scope, project=args.project)
-    for line in done:
+    use_cli = False if getattr(args, "no_cli", False) else None
+    fn = install.install if args.verb == "install" else install.uninstall
+    for line in fn(settings, args.target, scope=args.scope, project=args.project,
+                   use_cli=use_cli):
         print(line)
-    if args.verb == "install" and args.target == "claude-code" and args.scope == "project":
-        print("Claude Code lists project servers as pending until you approve them in Claude Code.")
     return 0
 
 
 def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    if args.watch:
+        from rune_mcp.cli.live import watch_live
+        from rune_mcp.errors import UsageError
+
+        if args.json:
+            raise UsageError("--watch is a live view for people; use --json alone in scripts.")
+        return watch_live(settings)
     from rune_mcp.cli.watch import watch_status_text
     from rune_mcp.server import Rune, status_text
     from rune_mcp.watch import watch_status

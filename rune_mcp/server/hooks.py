@@ -1,15 +1,14 @@
-"""`rune hook claude-code` and `rune hook cursor`: queue a session when the agent says it ended.
+"""`rune hook <agent>`: queue a session when the agent says it ended.
 
 An agent waits for its hooks, so a hook must return in a fraction of a second and must never
 fail the agent: it reads the event from stdin, queues the transcript (no parsing, no
 training), makes sure a worker will run, and exits 0 whatever happened, logging problems to
 `RUNE_HOME/logs/rune.log`.
 
-Events and what they mean for memory:
-- Claude Code `SessionEnd`: the session is over; the job is ready at once.
-- Claude Code `Stop` / `PreCompact` and Cursor `stop`: the agent finished a turn but the user
-  may go on, so the job waits `idle_seconds`; every later turn pushes it back. One session
-  is therefore queued once, and learned after it goes quiet (Ctrl+C fires no `SessionEnd`).
+Which events end a session, and how soon the job may run, is each agent's `hook`
+(`rune_mcp/agents/`): an event that closes the session makes the job ready at once; one that
+only ends a turn (the user may go on) makes it wait `idle_seconds`, and every later turn
+pushes it back, so one session is queued once and learned after it goes quiet.
 """
 
 from __future__ import annotations
@@ -19,17 +18,17 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
+from dataclasses import replace
 from typing import IO, Any
 
+from rune_mcp import agents
+from rune_mcp.agents.base import HookJob, SkipEventError
 from rune_mcp.config import Settings
 from rune_mcp.errors import RuneError
 
 log = logging.getLogger(__name__)
 
 MAX_HOOK_INPUT = 1_000_000
-IMMEDIATE_EVENTS = {"SessionEnd"}
-DEBOUNCED_EVENTS = {"Stop", "PreCompact", "SubagentStop", "stop", "sessionEnd"}
 
 
 def read_event(stream: IO[str]) -> dict[str, Any]:
@@ -46,55 +45,14 @@ def read_event(stream: IO[str]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def claude_code_job(event: dict[str, Any], settings: Settings) -> tuple[Path, str | None, float]:
-    """(transcript path, session id, delay) for a Claude Code hook event."""
-    name = str(event.get("hook_event_name") or "")
-    if name not in IMMEDIATE_EVENTS | DEBOUNCED_EVENTS:
-        raise SkipEventError(f"event {name or '?'} does not end a session")
-    raw = event.get("transcript_path")
-    if name == "SubagentStop" and settings.watch_subagents:
-        raw = event.get("agent_transcript_path") or raw
-    if not isinstance(raw, str) or not raw:
-        raise SkipEventError(f"{name} event without transcript_path")
-    session_id = event.get("session_id")
-    delay = 0.0 if name in IMMEDIATE_EVENTS else settings.idle_seconds
-    return Path(raw), session_id if isinstance(session_id, str) else None, delay
-
-
-def cursor_job(event: dict[str, Any], settings: Settings) -> tuple[Path, str | None, float]:
-    """(transcript path, conversation id, delay) for a Cursor `stop` hook event."""
-    name = str(event.get("hook_event_name") or "stop")
-    if name not in DEBOUNCED_EVENTS:
-        raise SkipEventError(f"event {name} does not end a session")
-    conversation = event.get("conversation_id")
-    conversation = conversation if isinstance(conversation, str) else None
-    raw = event.get("transcript_path")
-    if isinstance(raw, str) and raw:
-        return Path(raw), conversation, settings.idle_seconds
-    if conversation:
-        from rune_mcp.server.safety import find_session_transcript
-
-        try:
-            return find_session_transcript(conversation, settings), conversation, (
-                settings.idle_seconds
-            )
-        except RuneError:
-            pass
-    raise SkipEventError("no agent transcript for this conversation; the watcher reads Cursor's history")
-
-
-class SkipEventError(Exception):
-    """The event carries nothing to queue; logged at info, not an error."""
-
-
 def run_hook(agent: str, stream: IO[str], settings: Settings, spawn: bool = True) -> int:
     """Handle one hook call; always returns 0 so the agent is never blocked or failed."""
     try:
         event = read_event(stream)
-        pick = claude_code_job if agent == "claude-code" else cursor_job
-        path, session_id, delay = pick(event, settings)
-        job = _enqueue(settings, path, session_id, delay, agent)
-        log.info("hook %s: job %s (%s) for session %s", agent, job.id, job.state, session_id)
+        found = _job(agent, event, settings)
+        job = _enqueue(settings, found)
+        log.info("hook %s: job %s (%s) for session %s", agent, job.id, job.state,
+                 found.session_id)
         if spawn and not job.terminal:
             _ensure_worker(settings)
     except SkipEventError as why:
@@ -106,16 +64,32 @@ def run_hook(agent: str, stream: IO[str], settings: Settings, spawn: bool = True
     return 0
 
 
-def _enqueue(
-    settings: Settings, path: Path, session_id: str | None, delay: float, agent: str
-) -> Any:
+def _job(agent: str, event: dict[str, Any], settings: Settings) -> HookJob:
+    """The agent's reading of the event, with the transcript found when it names only the
+    session."""
+    hook = agents.get(agent).hook
+    if hook is None:
+        raise SkipEventError(f"{agent} has no hooks")
+    job = hook(event, settings)
+    if job.path is not None:
+        return job
+    from rune_mcp.server.safety import find_session_transcript
+
+    try:
+        path = find_session_transcript(job.session_id or "", settings)
+    except RuneError:
+        raise SkipEventError("no transcript for this session in the agents' folders; the "
+                             "watcher reads the agent's history") from None
+    return replace(job, path=path)
+
+
+def _enqueue(settings: Settings, job: HookJob) -> Any:
     from rune_mcp.distill.queue import JobQueue
     from rune_mcp.server.safety import resolve_transcript
 
-    real = resolve_transcript(str(path), settings)
-    fmt = "claude-code" if agent == "claude-code" else "auto"
+    real = resolve_transcript(str(job.path), settings)
     return JobQueue(settings).enqueue(
-        path=real, fmt=fmt, source="hook", session_id=session_id, delay=delay
+        path=real, fmt=job.fmt, source="hook", session_id=job.session_id, delay=job.delay
     )
 
 

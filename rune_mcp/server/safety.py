@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rune_mcp.agents import AGENTS
 from rune_mcp.config import Settings
 from rune_mcp.errors import InputError
 
@@ -66,13 +67,11 @@ def check_text_arg(value: str, settings: Settings, what: str, max_chars: int | N
 def allowed_roots(settings: Settings, workspace_roots: Iterable[Path] = ()) -> list[Path]:
     """The folders tools may read transcripts from, resolved (symlinks followed).
 
-    The agents' own transcript folders, the folders in `settings.allowed_roots`, and the
-    workspace roots the MCP client announced.
+    The agents' own transcript folders (each agent's `roots`), the folders in
+    `settings.allowed_roots`, and the workspace roots the MCP client announced.
     """
     candidates = [
-        settings.claude_dir / "projects",
-        settings.codex_dir,
-        settings.cursor_dir,
+        *(root for agent in AGENTS for root in agent.roots(settings)),
         *settings.allowed_roots,
         *workspace_roots,
     ]
@@ -127,18 +126,10 @@ def resolve_transcript(
 
 
 def find_session_transcript(session_id: str, settings: Settings) -> Path:
-    """Find a session's transcript by its id in the agents' folders.
-
-    Claude Code: `<claude_dir>/projects/*/<id>.jsonl`; Codex CLI:
-    `<codex_dir>/sessions/**/rollout-*-<id>.jsonl`; Cursor:
-    `<cursor_dir>/projects/*/agent-transcripts/<id>/<id>.jsonl`.
-    """
-    check_identifier(session_id, "session_id")
-    patterns = [
-        (settings.claude_dir / "projects", f"*/{session_id}.jsonl"),
-        (settings.codex_dir / "sessions", f"*/*/*/rollout-*-{session_id}.jsonl"),
-        (settings.cursor_dir / "projects", f"*/agent-transcripts/{session_id}/{session_id}.jsonl"),
-    ]
+    """Find a session's transcript by its id in the agents' folders (each agent's
+    `session_globs`, e.g. Claude Code's `<claude_dir>/projects/*/<id>.jsonl`)."""
+    check_identifier(session_id, "session_id")  # before it goes into a glob pattern
+    patterns = [glob for agent in AGENTS for glob in agent.session_globs(settings, session_id)]
     roots = allowed_roots(settings)
     for folder, pattern in patterns:
         if not folder.is_dir():

@@ -38,7 +38,7 @@ from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
 from rune_mcp.watch.observers import DEBOUNCE_S, FileWatcher, Sink
 from rune_mcp.watch.sessions import SESSIONS_SCHEMA, Enqueue, SessionTracker, job_queue_enqueue
-from rune_mcp.watch.sources import Match, Source, cursor_state_db, sources_for, wanted
+from rune_mcp.watch.sources import Match, Source, sources_for, wanted
 from rune_mcp.watch.status import watch_status
 from rune_mcp.watch.tail import STATE_DB, WatchDB
 
@@ -53,7 +53,6 @@ __all__ = [
     "Sink",
     "Source",
     "Watcher",
-    "cursor_state_db",
     "job_queue_enqueue",
     "sources_for",
     "wanted",

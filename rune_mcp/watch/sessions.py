@@ -1,7 +1,11 @@
 """Sessions: which lines belong to which session, and when a session is finished and queued.
 
 `SessionTracker` receives every new complete line exactly once (in the same transaction as the
-offset) and keeps one row per session in the watcher's database.
+offset) and keeps one row per session in the watcher's database. It knows three ways an agent
+stores sessions, and asks the agent (`rune_mcp/agents/`) which one it uses and the details:
+one JSONL file per session (which lines are conversation, which name the project: `lines`),
+one history file appending session after session (`runs`: the header line that opens one),
+and a chat database holding every conversation (`database`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import os
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from rune_mcp import agents
+from rune_mcp.agents.base import Runs
 from rune_mcp.config import Settings
 from rune_mcp.errors import RuneError
 from rune_mcp.trajectory import Trajectory
@@ -26,7 +31,6 @@ from rune_mcp.watch.tail import Chunk, WatchDB
 
 log = logging.getLogger(__name__)
 
-AIDER_HEADER = b"# aider chat started at"
 IGNORE_FILE = ".runeignore"
 
 SESSIONS_SCHEMA = """
@@ -94,10 +98,13 @@ class _LineInfo:
 
 
 def _jsonl_info(agent: str, lines: list[bytes]) -> _LineInfo:
-    """Count lines that carry conversation (not metadata) and find the project folder.
+    """Count lines that carry conversation (not metadata) and find the project folder, as
+    the agent's `lines` reads each line.
 
-    `[b'{"type":"user","cwd":"/p","message":{}}', b'{"type":"summary"}']` -> 2 lines, 1 content.
+    `[b'{"type":"user","cwd":"/p","message":{}}', b'{"type":"summary"}']` -> 2 lines, 1 content
+    (Claude Code).
     """
+    facts = agents.get(agent).lines
     info = _LineInfo(lines=len(lines))
     for raw in lines:
         try:
@@ -106,19 +113,9 @@ def _jsonl_info(agent: str, lines: list[bytes]) -> _LineInfo:
             continue
         if not isinstance(obj, dict):
             continue
-        kind = obj.get("type")
-        if agent == "claude-code":
-            info.content += kind in ("user", "assistant") and not obj.get("isMeta")
-            if info.project is None and isinstance(obj.get("cwd"), str):
-                info.project = obj["cwd"]
-        elif agent == "codex":
-            payload = obj.get("payload")
-            info.content += kind == "response_item"
-            if kind == "session_meta" and isinstance(payload, dict):
-                cwd = payload.get("cwd")
-                info.project = cwd if isinstance(cwd, str) else info.project
-        else:
-            info.content += obj.get("role") in ("user", "assistant")
+        content, project = facts(obj)
+        info.content += content
+        info.project = info.project or project
     return info
 
 
@@ -131,13 +128,9 @@ def _mtime(*paths: Path) -> float | None:
     return max(times) if times else None
 
 
-def _aider_started(line: bytes) -> float | None:
-    """`# aider chat started at 2024-05-01 10:00:00` -> its local timestamp."""
-    text = line[len(AIDER_HEADER):].decode("utf-8", "replace").strip()
-    try:
-        return datetime.strptime(text[:19], "%Y-%m-%d %H:%M:%S").timestamp()
-    except ValueError:
-        return None
+def _runs(agent: str) -> Runs | None:
+    """How the agent appends sessions to one history file, or None (one file per session)."""
+    return agents.get(agent).runs
 
 
 class SessionTracker:
@@ -154,16 +147,17 @@ class SessionTracker:
         self.cutoff = cutoff  # files last written before this are history, not new sessions
         self.queued_now = 0
         self._superseded: set[str] = set()
-        self._dirty_dbs: dict[Path, float] = {}
+        self._dirty_dbs: dict[Path, tuple[float, str]] = {}  # db -> (mtime, agent)
         self._db_read_at: dict[Path, float] = {}
-        # Cursor rewrites its database for UI state too: read it at most this often.
+        # Agents rewrite their chat database for UI state too: read it at most this often.
         self._db_interval = min(settings.idle_seconds, 30.0)
 
     # --- inside the tail transaction ----------------------------------------------------
 
     def on_chunk(self, chunk: Chunk, match: Match, tx: sqlite3.Connection) -> None:
-        if match.agent == "aider":
-            self._aider_chunk(chunk, match, tx)
+        runs = _runs(match.agent)
+        if runs is not None:
+            self._runs_chunk(chunk, match, runs, tx)
         else:
             self._jsonl_chunk(chunk, match, tx)
 
@@ -173,8 +167,8 @@ class SessionTracker:
         info = _jsonl_info(match.agent, chunk.lines)
         grown = min(chunk.mtime, time.time())
         group = match.group
-        if match.agent == "codex" and info.project:
-            group = f"codex:{info.project}"
+        if group is None and info.project:  # the path does not tell the project; a line did
+            group = f"{match.agent}:{info.project}"
         if row is None:
             historic = chunk.mtime < self.cutoff
             self._insert(
@@ -230,9 +224,12 @@ class SessionTracker:
             ),
         )
 
-    def _aider_chunk(self, chunk: Chunk, match: Match, tx: sqlite3.Connection) -> None:
-        """An Aider history holds many sessions, each opened by a `# aider chat started at`
-        line; a new header ends the previous session (a new session in the same project)."""
+    def _runs_chunk(
+        self, chunk: Chunk, match: Match, runs: Runs, tx: sqlite3.Connection
+    ) -> None:
+        """A history that holds many sessions, each opened by a header line (Aider's
+        `# aider chat started at`); a new header ends the previous session (a new session in
+        the same project)."""
         if chunk.reset:
             tx.execute(
                 "DELETE FROM sessions WHERE file_id = ? AND state = 'active'", (chunk.file_id,)
@@ -240,9 +237,9 @@ class SessionTracker:
         project = str(chunk.path.parent)
         grown = min(chunk.mtime, time.time())
         for line, offset in zip(chunk.lines, chunk.offsets, strict=True):
-            if line.startswith(AIDER_HEADER):
-                started = _aider_started(line) or grown
-                self._aider_close(tx, chunk, offset, started)
+            if line.startswith(runs.header):
+                started = runs.started(line) or grown
+                self._runs_close(tx, chunk, offset, started)
                 historic = chunk.new_file and started < self.cutoff
                 key = f"{chunk.file_id}@{offset}"
                 self._insert(
@@ -250,7 +247,7 @@ class SessionTracker:
                     grown=grown, historic=historic, project=project,
                 )
             elif line.strip():
-                self._aider_line(
+                self._runs_line(
                     tx, chunk=chunk, match=match, offset=offset, grown=grown, project=project
                 )
             else:
@@ -266,7 +263,7 @@ class SessionTracker:
                 (chunk.file_id,),
             )
 
-    def _aider_close(
+    def _runs_close(
         self, tx: sqlite3.Connection, chunk: Chunk, offset: int, ended: float
     ) -> None:
         rows = tx.execute(
@@ -283,7 +280,7 @@ class SessionTracker:
             if state == "active":
                 self._superseded.add(row["key"])
 
-    def _aider_line(
+    def _runs_line(
         self,
         tx: sqlite3.Connection,
         *,
@@ -322,72 +319,68 @@ class SessionTracker:
                 (time.time(), file_id),
             )
 
-    # --- Cursor's chat database ----------------------------------------------------------
+    # --- an agent's chat database ---------------------------------------------------------
 
     def on_touch(self, path: Path, match: Match) -> None:
-        """Cursor's `state.vscdb` (or its WAL) changed: read its conversations soon."""
+        """A chat database (Cursor's `state.vscdb`) or its WAL changed: read its
+        conversations soon."""
         db = path.with_name(path.name.removesuffix("-wal"))
         mtime = _mtime(db, db.with_name(db.name + "-wal"))
         if mtime is None:
             return
         seen = self.db.meta_get(f"db-mtime:{db}")
         if seen is None or float(seen) < mtime:
-            self._dirty_dbs[db] = mtime
+            self._dirty_dbs[db] = (mtime, match.agent)
 
     def _db_deadline(self) -> float | None:
         times = [self._db_read_at.get(db, 0.0) + self._db_interval for db in self._dirty_dbs]
         return min(times) if times else None
 
     def _read_databases(self, now: float) -> None:
-        for db, mtime in list(self._dirty_dbs.items()):
+        for db, (mtime, agent) in list(self._dirty_dbs.items()):
             if now - self._db_read_at.get(db, 0.0) < self._db_interval:
                 continue
             del self._dirty_dbs[db]
             self._db_read_at[db] = now
             try:
-                self._read_database(db)
+                self._read_database(db, agent)
             except (sqlite3.Error, OSError, ValueError) as exc:
-                log.warning("cannot read Cursor's database %s (%s); will try again", db, exc)
+                log.warning("cannot read %s's chat database %s (%s); will try again",
+                            agents.get(agent).title, db, exc)
                 continue
             with self.db.transaction():
                 self.db.meta_set(f"db-mtime:{db}", str(mtime))
 
-    def _read_database(self, db: Path) -> None:
-        """One session row per conversation (`composerData:<id>`); a conversation grows when
-        it has more bubbles than last time."""
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-        try:
-            rows = conn.execute(
-                "SELECT key, value FROM cursorDiskKV WHERE key LIKE 'composerData:%'"
-            ).fetchall()
-        finally:
-            conn.close()
+    def _read_database(self, db: Path, agent: str) -> None:
+        """One session row per conversation; a conversation grows when it has more messages
+        than last time."""
+        database = agents.get(agent).database
+        if database is None:
+            return
+        conversations = database.conversations(db)
         now = time.time()
         with self.db.transaction() as tx:
-            for key, value in rows:
-                data = json.loads(value) if isinstance(value, str | bytes) else None
-                if not isinstance(data, dict):
-                    continue
-                bubbles = data.get("fullConversationHeadersOnly") or data.get("conversation")
-                count = len(bubbles) if isinstance(bubbles, list) else 0
-                stamp = data.get("lastUpdatedAt") or data.get("createdAt")
-                updated = float(stamp) / 1000 if isinstance(stamp, int | float) else now
-                self._composer(tx, db, str(key).split(":", 1)[1], count, min(updated, now))
+            for cid, count, updated in conversations:
+                self._conversation(
+                    tx, db, (agent, database.fmt), cid, count, min(updated or now, now)
+                )
 
-    def _composer(
-        self, tx: sqlite3.Connection, db: Path, cid: str, count: int, updated: float
+    def _conversation(
+        self, tx: sqlite3.Connection, db: Path, source: tuple[str, str], cid: str, count: int,
+        updated: float,
     ) -> None:
-        key = f"cursor-db:{cid}"
+        agent, fmt = source
+        key = f"{fmt}:{cid}"
         row = tx.execute("SELECT content FROM sessions WHERE key = ?", (key,)).fetchone()
         if row is None:
             historic = updated < self.cutoff
             tx.execute(
                 "INSERT INTO sessions (key, file_id, path, agent, fmt, kind, start, lines, "
                 "content, fresh, baseline, first_seen, last_growth, state) "
-                "VALUES (?, 0, ?, 'cursor', 'cursor-db', 'main', 0, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, 0, ?, ?, ?, 'main', 0, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    key, str(db), count, count, 0 if historic else count, int(historic),
-                    time.time(), updated, "historic" if historic else "active",
+                    key, str(db), agent, fmt, count, count, 0 if historic else count,
+                    int(historic), time.time(), updated, "historic" if historic else "active",
                 ),
             )
         elif count > row["content"]:
@@ -429,7 +422,7 @@ class SessionTracker:
             row = self._row(key)
             if row is None:
                 continue
-            if row["agent"] == "aider":
+            if _runs(row["agent"]) is not None:  # a new header ended this one
                 if row["end"] is not None and row["state"] == "active":
                     done.append(key)
                 continue
@@ -483,15 +476,16 @@ class SessionTracker:
     def _load(self, row: sqlite3.Row) -> tuple[Trajectory, Path | None, str | None, str]:
         """The session's trajectory, and what to queue: a path, or text in a format."""
         from rune_mcp.capture import parse_path, parse_text
-        from rune_mcp.capture.cursor import parse_vscdb
 
         path = Path(row["path"])
-        if row["fmt"] == "cursor-db":
-            traj = parse_vscdb(path, composer_id=row["key"].split(":", 1)[1])
+        keeper = agents.with_database(row["fmt"])
+        if keeper is not None and keeper.database is not None:
+            # The database is the agent's, not a file to queue: the job carries the JSON.
+            traj = keeper.database.parse(path, row["key"].split(":", 1)[1])
             return traj, None, traj.to_json(), "generic"
-        if row["agent"] == "aider":
-            text = self._aider_text(row)
-            return parse_text(text, fmt="aider", name=path.name), None, text, "aider"
+        if _runs(row["agent"]) is not None:
+            text = self._run_text(row)
+            return parse_text(text, fmt=row["agent"], name=path.name), None, text, row["agent"]
         return parse_path(path, fmt=row["fmt"]), path, None, row["fmt"]
 
     def _queue(self, row: sqlite3.Row, why: str) -> None:
@@ -511,7 +505,8 @@ class SessionTracker:
         self._set(row["key"], "queued", why, job_id=job_id, trajectory_id=traj.id,
                   steps=steps, fresh=0)
 
-    def _aider_text(self, row: sqlite3.Row) -> str:
+    def _run_text(self, row: sqlite3.Row) -> str:
+        """The text of one session of a history file: from its header to the next one."""
         end = row["end"]
         if end is None:
             offsets = self.db.conn.execute(

@@ -32,3 +32,32 @@ def fix_session() -> ClaudeSession:
     s.bash("pytest -x tests/test_orders.py", "3 passed in 0.12s")
     s.say("Fixed: orders now use open_pool.")
     return s
+
+
+# An Aider history of two runs; the second edits greet.py and runs a failing test.
+AIDER_HISTORY = """# aider chat started at 2025-01-01 09:00:00
+
+#### old run
+
+# aider chat started at 2025-03-04 10:11:12
+
+> Aider v0.80.0
+#### make greet() say hello
+
+I will change it.
+
+greet.py
+```python
+<<<<<<< SEARCH
+    return "hi"
+=======
+    return "hello"
+>>>>>>> REPLACE
+```
+
+> Applied edit to greet.py
+
+#### /run pytest -q
+> FAILED test_greet.py::test_name - AssertionError
+> 1 failed
+"""

@@ -16,8 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capture.builders import fix_session
-from capture.test_formats import AIDER
+from capture.builders import AIDER_HISTORY, fix_session
 from rune_mcp.capture import parse_path, parse_text
 from rune_mcp.capture.write import CodexWriter
 from rune_mcp.errors import ParseError
@@ -33,7 +32,7 @@ def _codex() -> str:
 CODEX = _codex()
 GENERIC = json.dumps({"task": "t", "steps": [{"kind": "user", "text": "t"},
                                              {"kind": "assistant", "text": "ok"}]})
-BASES = [fix_session().text().encode(), CODEX.encode(), AIDER.encode(), GENERIC.encode()]
+BASES = [fix_session().text().encode(), CODEX.encode(), AIDER_HISTORY.encode(), GENERIC.encode()]
 WRONG_TYPES = [b"[]", b"1", b"null", b'"str"', b'{"type": 5}', b'{"type": "user", "message": 3}',
                b'{"type": "assistant", "message": {"content": "x"}}',
                b'{"type": "user", "message": {"content": [1, null, {"type": "tool_result"}]}}',

@@ -1,21 +1,30 @@
-"""Aider's chat history (`.aider.chat.history.md` in the project's git root).
+"""Aider: its chat history (`.aider.chat.history.md` in the project's git root).
 
 The file appends every run: `# aider chat started at YYYY-MM-DD HH:MM:SS` opens one, user
 lines start with `#### `, tool and UI output lines with `> `, and everything else is the
 assistant. The last run is the session. Aider edits files through SEARCH/REPLACE blocks in
 the assistant's text; each block becomes an `Edit` tool call so episodes see the fixes, and
 `/run` or `/test` commands become shell calls whose `> ` output is their result.
+
+The watcher follows the histories in the project roots of the `aider_roots` setting; one file
+holds many sessions, each opened by its header line (`runs`). Aider has no hooks Rune uses
+and no `rune install`.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
+from rune_mcp.agents.base import Agent, Match, Place, Runs, Sample
 from rune_mcp.capture.base import Builder
+from rune_mcp.config import Settings
 from rune_mcp.trajectory import Trajectory
 
 FORMAT = "aider"
+HISTORY = ".aider.chat.history.md"
+HEADER = b"# aider chat started at"
 _START = re.compile(r"^# aider chat started at (.+)$", re.MULTILINE)
 _EDIT = re.compile(
     r"(?:^|\n)(?P<path>[^\n`]+?)\n```[^\n]*\n<<<<<<< SEARCH\n(?P<old>.*?)\n?=======\n"
@@ -26,8 +35,9 @@ _RUN = re.compile(r"^/(?:run|test)\s+(.+)$", re.DOTALL)
 _FAILED = re.compile(r"Traceback|Error|FAILED|failed|error:|exit (?:code|status) [1-9]")
 
 
-def looks_like(text: str) -> bool:
-    head = text[:20_000]
+def looks_like(sample: Sample) -> bool:
+    """Detection: a `# aider chat started at` line, or `#### ` requests beside code fences."""
+    head = sample.text[:20_000]
     return bool(_START.search(head)) or (head.count("\n#### ") >= 1 and "```" in head)
 
 
@@ -104,3 +114,36 @@ def _assistant(builder: Builder, text: str) -> None:
                                          "new_string": edit.group("new")})
         pos = edit.end()
     builder.assistant(text[pos:])
+
+
+# --- where histories live ------------------------------------------------------------------
+
+
+def _match(root: Path, path: Path) -> Match | None:
+    if path.name == HISTORY:
+        return Match(FORMAT, FORMAT, "main", f"{FORMAT}:{path.parent}")
+    return None
+
+
+def started(line: bytes) -> float | None:
+    """`# aider chat started at 2024-05-01 10:00:00` -> its local timestamp."""
+    text = line[len(HEADER):].decode("utf-8", "replace").strip()
+    try:
+        return datetime.strptime(text[:19], "%Y-%m-%d %H:%M:%S").timestamp()
+    except ValueError:
+        return None
+
+
+def places(settings: Settings) -> list[Place]:
+    """Each project root of `aider_roots`, and its direct sub-folders."""
+    return [Place(FORMAT, root.expanduser(), 1, _match) for root in settings.aider_roots]
+
+
+AGENT = Agent(
+    name=FORMAT,
+    title="Aider",
+    looks_like=looks_like,
+    parse=parse,
+    places=places,
+    runs=Runs(header=HEADER, started=started),
+)

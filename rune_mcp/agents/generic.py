@@ -2,9 +2,11 @@
 
 One JSON document: `{"task": "...", "steps": [{"kind": "user", "text": "..."}, ...]}` with
 optional `session_id`, `project`, `agent`, `started`, `ended`. A step's `kind` is one of
-`user`, `assistant`, `thinking`, `tool_call` (`tool`, `tool_id`, `input` object) or
-`tool_result` (`tool_id`, `output`, `is_error`); `timestamp` is optional everywhere. A
-trajectory written by `rune parse --json` is itself valid input. See docs/trajectory.md.
+`user`, `assistant`, `thinking`, `tool_call` (`tool`, `tool_id`, `input` object, optional
+`family`: read, edit, run, search or other) or `tool_result` (`tool_id`, `output`,
+`is_error`); `timestamp` is optional everywhere. A trajectory written by `rune parse --json`
+is itself valid input. See docs/trajectory.md. Nothing writes these files on its own, so the
+format has no folders, hooks or install.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rune_mcp.agents.base import Agent, Sample
 from rune_mcp.capture.base import Builder, as_text
 from rune_mcp.errors import ParseError
-from rune_mcp.trajectory import STEP_KINDS, Step, Trajectory
+from rune_mcp.trajectory import STEP_KINDS, TOOL_FAMILIES, Step, ToolFamily, Trajectory
 
 FORMAT = "generic"
 
 
-def looks_like(data: Any) -> bool:
+def looks_like(sample: Sample) -> bool:
+    """Detection: the whole text is one JSON object with a `steps` list."""
+    data = sample.document
     return isinstance(data, dict) and isinstance(data.get("steps"), list)
 
 
@@ -65,7 +70,7 @@ def _step(builder: Builder, raw: Any) -> None:
         builder.thinking(as_text(raw.get("text")), ts)
     elif kind == "tool_call":
         builder.tool_call(_str(raw.get("tool")) or "unknown", _str(raw.get("tool_id")),
-                          raw.get("input"), ts)
+                          raw.get("input"), ts, family=_family(raw.get("family")))
     else:
         builder.tool_result(_str(raw.get("tool_id")), as_text(raw.get("output")),
                             raw.get("is_error") is True, ts, tool=_str(raw.get("tool")))
@@ -73,3 +78,13 @@ def _step(builder: Builder, raw: Any) -> None:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _family(value: Any) -> ToolFamily | None:
+    for family in TOOL_FAMILIES:
+        if value == family:
+            return family
+    return None
+
+
+AGENT = Agent(name=FORMAT, title="generic JSON", looks_like=looks_like, parse=parse)

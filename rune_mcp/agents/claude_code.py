@@ -1,25 +1,51 @@
-"""Claude Code session transcripts (`~/.claude/projects/<escaped cwd>/<session>.jsonl`).
+"""Claude Code: its session transcripts, where they live, its hooks, and `rune install`.
 
-Each line is one event; the conversation is a tree through `parentUuid`. The branch that was
-kept is the path from the last line back to the root, bridging compactions through
-`logicalParentUuid`; parallel tool calls hang off that path as siblings, so lines sharing an
-API `message.id` with the path, and tool results answering calls on it, are kept too. One API
-message is split over several lines that share `message.id`; their blocks are merged with
-duplicates removed. Subagents appear either inline (`isSidechain` chains, older versions) or
-as `<session>/subagents/agent-*.jsonl` files; both become nested trajectories. Compaction
-(`agent-acompact-*`, compact summaries) is noise and is skipped.
+Transcripts are `<claude_dir>/projects/<escaped cwd>/<session>.jsonl`. Each line is one event;
+the conversation is a tree through `parentUuid`. The branch that was kept is the path from the
+last line back to the root, bridging compactions through `logicalParentUuid`; parallel tool
+calls hang off that path as siblings, so lines sharing an API `message.id` with the path, and
+tool results answering calls on it, are kept too. One API message is split over several lines
+that share `message.id`; their blocks are merged with duplicates removed. Subagents appear
+either inline (`isSidechain` chains, older versions) or as `<session>/subagents/agent-*.jsonl`
+files; both become nested trajectories. Compaction (`agent-acompact-*`, compact summaries) is
+noise and is skipped.
+
+Hooks: `SessionEnd` means the session is over (the job is ready at once); `Stop` and
+`PreCompact` end a turn but the user may go on, so the job waits `idle_seconds` and every later
+turn pushes it back (Ctrl+C fires no `SessionEnd`).
+
+Install: the server goes through `claude mcp add` when that CLI is on PATH (so Claude Code
+records it where it wants), otherwise into `.mcp.json` (project scope) or `~/.claude.json`
+(user and local scope, the files the CLI itself writes); the hooks go to the settings file of
+the same scope.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from rune_mcp.agents.base import Agent, HookJob, Installer, Match, Place, Sample, SkipEventError
+from rune_mcp.agents.installing import (
+    SERVER_NAME,
+    check_scope,
+    drop_server,
+    hook_command,
+    is_rune_hook,
+    section,
+    set_server,
+    stdio_entry,
+    update,
+)
 from rune_mcp.capture.base import Builder, as_text, decode, read_jsonl
 from rune_mcp.capture.budget import image_note
-from rune_mcp.errors import ParseError
+from rune_mcp.config import Settings
+from rune_mcp.errors import ConfigError, ParseError
 from rune_mcp.trajectory import Trajectory
 
 FORMAT = "claude-code"
@@ -34,10 +60,15 @@ _ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.DOTALL)
 _INJECTED = ("<local-command-stdout>", "<local-command-stderr>", "<local-command-caveat>",
              "<system-reminder>", "<task-notification>", "<user-prompt-submit-hook>",
              "[Request interrupted", "<bash-stdout>", "<bash-stderr>")
+HOOK_EVENTS = ("SessionEnd", "Stop", "PreCompact")  # the ones `rune install` registers
+_IMMEDIATE = frozenset({"SessionEnd"})
+_DEBOUNCED = frozenset({"Stop", "PreCompact", "SubagentStop"})
+SCOPES = ("user", "project", "local")
 
 
-def looks_like(records: list[dict[str, Any]]) -> bool:
+def looks_like(sample: Sample) -> bool:
     """Detection: Claude Code lines carry `uuid`/`parentUuid`/`sessionId` or its line types."""
+    records = sample.records
     hits = 0
     for rec in records:
         if "parentUuid" in rec or "sessionId" in rec or "leafUuid" in rec or rec.get(
@@ -321,3 +352,242 @@ def _file_subagents(source: Path, stats: Counter[str]) -> list[Trajectory]:
         except (ParseError, OSError):
             stats["subagents_unreadable"] += 1
     return subs
+
+
+# --- install ----------------------------------------------------------------------------
+
+
+def _add_hooks(path: Path) -> bool:
+    command = hook_command(FORMAT)
+
+    def change(data: dict[str, Any]) -> None:
+        hooks = section(data, "hooks", path)
+        for event in HOOK_EVENTS:
+            groups = hooks.setdefault(event, [])
+            if not isinstance(groups, list):
+                raise ConfigError(f"{path}: hooks.{event} is not a list; fix it, then run again.")
+            _strip_rune_hooks(groups, keep=command)
+            if not any(_group_has(g, command) for g in groups):
+                groups.append(
+                    {"hooks": [{"type": "command", "command": command, "timeout": 10}]}
+                )
+
+    return update(path, change)
+
+
+def _group_has(group: Any, command: str) -> bool:
+    return isinstance(group, dict) and any(
+        isinstance(h, dict) and h.get("command") == command for h in group.get("hooks") or []
+    )
+
+
+def _strip_rune_hooks(groups: list[Any], keep: str | None = None) -> None:
+    """Remove Rune's hook commands (but `keep`) from Claude Code hook groups, in place; a
+    group left with no hook is removed too."""
+    for group in list(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("hooks"), list):
+            continue
+        kept = [
+            h for h in group["hooks"]
+            if not (isinstance(h, dict) and is_rune_hook(h.get("command"))
+                    and h.get("command") != keep)
+        ]
+        if len(kept) != len(group["hooks"]):
+            if kept:
+                group["hooks"] = kept
+            else:
+                groups.remove(group)
+
+
+def _drop_hooks(path: Path) -> bool:
+    if not path.exists():
+        return False
+
+    def change(data: dict[str, Any]) -> None:
+        hooks = data.get("hooks")
+        if not isinstance(hooks, dict):
+            return
+        for event in list(hooks):
+            if isinstance(hooks[event], list):
+                _strip_rune_hooks(hooks[event])
+                if not hooks[event]:
+                    del hooks[event]
+        if not hooks:
+            del data["hooks"]
+
+    return update(path, change)
+
+
+def settings_file(settings: Settings, scope: str, project: Path) -> Path:
+    """The settings file of a scope, where the hooks go."""
+    if scope == "user":
+        return settings.claude_dir / "settings.json"
+    if scope == "project":
+        return project / ".claude" / "settings.json"
+    return project / ".claude" / "settings.local.json"
+
+
+def state_file() -> Path:
+    """`~/.claude.json`, where Claude Code keeps user- and local-scope servers (inside
+    CLAUDE_CONFIG_DIR when that is set)."""
+    env = os.environ.get("CLAUDE_CONFIG_DIR")
+    return Path(env) / ".claude.json" if env else Path.home() / ".claude.json"
+
+
+def _claude_cli() -> str | None:
+    return shutil.which("claude")
+
+
+def _run_claude(args: list[str], project: Path) -> subprocess.CompletedProcess[str]:
+    cli = _claude_cli()
+    assert cli is not None
+    try:
+        return subprocess.run(
+            [cli, "mcp", *args], cwd=project, capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(
+            f"`claude mcp {args[0]}` did not run ({exc}); is Claude Code installed?"
+        ) from exc
+
+
+def _add_via_cli(scope: str, project: Path) -> str:
+    entry = stdio_entry()
+    _run_claude(["remove", "--scope", scope, SERVER_NAME], project)  # re-add: idempotent
+    env_args = [arg for k, v in entry.get("env", {}).items() for arg in ("-e", f"{k}={v}")]
+    proc = _run_claude(
+        # the name goes first: `-e` takes every value up to the next option
+        ["add", SERVER_NAME, "--scope", scope, *env_args, "--", entry["command"], *entry["args"]],
+        project,
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ConfigError(
+            f"`claude mcp add` failed ({detail[-1] if detail else proc.returncode}); "
+            "run it by hand or use --no-cli."
+        )
+    return f"registered the rune server with `claude mcp add --scope {scope}`"
+
+
+def _server_file(scope: str, project: Path) -> tuple[Path, tuple[str, ...]]:
+    if scope == "project":
+        return project / ".mcp.json", ()
+    if scope == "user":
+        return state_file(), ()
+    return state_file(), ("projects", str(project))
+
+
+def install(
+    settings: Settings, scope: str = "user", project: Path | None = None,
+    use_cli: bool | None = None,
+) -> list[str]:
+    """Register the server and the hooks for one scope; returns what was done, one line each."""
+    check_scope(scope, SCOPES, FORMAT)
+    project = (project or Path.cwd()).resolve()
+    done: list[str] = []
+    if use_cli is None:
+        use_cli = _claude_cli() is not None
+    if use_cli:
+        done.append(_add_via_cli(scope, project))
+    else:
+        path, keys = _server_file(scope, project)
+        changed = set_server(path, stdio_entry(), *keys)
+        done.append(f"{'wrote' if changed else 'kept'} the rune server in {path}")
+    hooks_file = settings_file(settings, scope, project)
+    changed = _add_hooks(hooks_file)
+    verb = "added" if changed else "kept"
+    done.append(f"{verb} hooks {', '.join(HOOK_EVENTS)} in {hooks_file}")
+    return done
+
+
+def uninstall(
+    settings: Settings, scope: str = "user", project: Path | None = None,
+    use_cli: bool | None = None,
+) -> list[str]:
+    check_scope(scope, SCOPES, FORMAT)
+    project = (project or Path.cwd()).resolve()
+    done: list[str] = []
+    if use_cli is None:
+        use_cli = _claude_cli() is not None
+    if use_cli:
+        proc = _run_claude(["remove", "--scope", scope, SERVER_NAME], project)
+        done.append(
+            "removed the rune server with `claude mcp remove`" if proc.returncode == 0
+            else "the rune server was not registered with Claude Code"
+        )
+    path, keys = _server_file(scope, project)
+    if drop_server(path, *keys):
+        done.append(f"removed the rune server from {path}")
+    hooks_file = settings_file(settings, scope, project)
+    if _drop_hooks(hooks_file):
+        done.append(f"removed Rune's hooks from {hooks_file}")
+    return done or ["nothing of Rune's was installed for this scope"]
+
+
+def _project_notice(scope: str) -> str | None:
+    if scope == "project":
+        return "Claude Code lists project servers as pending until you approve them in Claude Code."
+    return None
+
+
+# --- where transcripts live, and hooks ---------------------------------------------------
+
+
+def _projects(settings: Settings) -> Path:
+    return settings.claude_dir.expanduser() / "projects"
+
+
+def _match(root: Path, path: Path) -> Match | None:
+    # projects/<escaped cwd>/<session>.jsonl; subagents in <session>/subagents/agent-*.jsonl
+    rel = path.relative_to(root).parts
+    if path.suffix != ".jsonl":
+        return None
+    group = f"{FORMAT}:{rel[0]}"
+    if len(rel) == 2:
+        return Match(FORMAT, FORMAT, "main", group)
+    if len(rel) >= 4 and rel[-2] == "subagents":
+        kind = "compaction" if path.name.startswith("agent-acompact") else "subagent"
+        return Match(FORMAT, FORMAT, kind, group)
+    return None
+
+
+def _line(record: dict[str, Any]) -> tuple[bool, str | None]:
+    """Conversation lines are user and assistant lines that are not client metadata; the
+    project is the `cwd` every line carries."""
+    content = record.get("type") in ("user", "assistant") and not record.get("isMeta")
+    cwd = record.get("cwd")
+    return content, cwd if isinstance(cwd, str) else None
+
+
+def hook_job(event: dict[str, Any], settings: Settings) -> HookJob:
+    """The job for a Claude Code hook event (see the module docstring)."""
+    name = str(event.get("hook_event_name") or "")
+    if name not in _IMMEDIATE | _DEBOUNCED:
+        raise SkipEventError(f"event {name or '?'} does not end a session")
+    raw = event.get("transcript_path")
+    if name == "SubagentStop" and settings.watch_subagents:
+        raw = event.get("agent_transcript_path") or raw
+    if not isinstance(raw, str) or not raw:
+        raise SkipEventError(f"{name} event without transcript_path")
+    session_id = event.get("session_id")
+    delay = 0.0 if name in _IMMEDIATE else settings.idle_seconds
+    return HookJob(Path(raw), session_id if isinstance(session_id, str) else None, delay, FORMAT)
+
+
+AGENT = Agent(
+    name=FORMAT,
+    title="Claude Code",
+    looks_like=looks_like,
+    parse=parse,
+    places=lambda settings: [Place(FORMAT, _projects(settings), None, _match)],
+    roots=lambda settings: [settings.claude_dir / "projects"],
+    session_globs=lambda settings, sid: [(settings.claude_dir / "projects", f"*/{sid}.jsonl")],
+    lines=_line,
+    hook=hook_job,
+    installer=Installer(
+        scopes=SCOPES, install=install, uninstall=uninstall,
+        cli_help="edit the config files directly even when the `claude` CLI is on PATH",
+        notice=_project_notice,
+    ),
+)

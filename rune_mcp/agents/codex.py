@@ -1,9 +1,10 @@
-"""Codex CLI rollouts (`~/.codex/sessions/YYYY/MM/DD/rollout-*.jsonl`).
+"""Codex CLI: its rollouts (`<codex_dir>/sessions/YYYY/MM/DD/rollout-<time>-<id>.jsonl`).
 
 Each line is `{timestamp, type, payload}`; the conversation is in `response_item` payloads
 (messages, reasoning, function calls and their outputs). `event_msg` lines repeat the same
 conversation for the terminal UI and are skipped. Older rollouts put the items on the lines
-directly, after a header line with `id` and `instructions`; both shapes are read.
+directly, after a header line with `id` and `instructions`; both shapes are read. Codex has
+no hooks Rune uses and no `rune install`; the watcher finds its sessions.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rune_mcp.agents.base import Agent, Match, Place, Sample
 from rune_mcp.capture.base import Builder, as_text, read_jsonl
+from rune_mcp.config import Settings
 from rune_mcp.trajectory import Trajectory
 
 FORMAT = "codex"
@@ -26,7 +29,10 @@ _INJECTED = ("<environment_context>", "<user_instructions>", "# AGENTS.md", "<pe
              "<turn_aborted>", "<user_shell_command>")
 
 
-def looks_like(records: list[dict[str, Any]]) -> bool:
+def looks_like(sample: Sample) -> bool:
+    """Detection: rollout lines are typed `session_meta`, `response_item`, ... (or, in the
+    older shape, items with a `role` after an `instructions` header)."""
+    records = sample.records
     hits = 0
     for rec in records:
         kind = rec.get("type")
@@ -140,3 +146,41 @@ def _output(raw: Any) -> tuple[str, bool]:
         failed = (isinstance(code, int) and code != 0) or data.get("success") is False
         return as_text(data.get("output", data.get("content"))), failed
     return as_text(data), False
+
+
+# --- where rollouts live ---------------------------------------------------------------------
+
+
+def _match(root: Path, path: Path) -> Match | None:
+    # sessions/YYYY/MM/DD/rollout-<timestamp>-<uuid>.jsonl; the project comes from session_meta
+    if path.name.startswith("rollout-") and path.suffix == ".jsonl":
+        return Match(FORMAT, FORMAT, "main", None)
+    return None
+
+
+def _line(record: dict[str, Any]) -> tuple[bool, str | None]:
+    """Conversation lines are `response_item`s; the project is `session_meta`'s `cwd`."""
+    payload = record.get("payload")
+    cwd = payload.get("cwd") if record.get("type") == "session_meta" and isinstance(
+        payload, dict) else None
+    return record.get("type") == "response_item", cwd if isinstance(cwd, str) else None
+
+
+def places(settings: Settings) -> list[Place]:
+    return [Place(FORMAT, settings.codex_dir.expanduser() / "sessions", None, _match)]
+
+
+def session_globs(settings: Settings, session_id: str) -> list[tuple[Path, str]]:
+    return [(settings.codex_dir / "sessions", f"*/*/*/rollout-*-{session_id}.jsonl")]
+
+
+AGENT = Agent(
+    name=FORMAT,
+    title="Codex CLI",
+    looks_like=looks_like,
+    parse=parse,
+    places=places,
+    roots=lambda settings: [settings.codex_dir],
+    session_globs=session_globs,
+    lines=_line,
+)

@@ -1,0 +1,217 @@
+"""The descriptor of a coding agent: everything Rune knows about one agent, in one value.
+
+Capture, the watcher, the server's path checks, the hooks and `rune install` never name an
+agent; they walk the registry (`rune_mcp.agents.AGENTS`) and ask each `Agent` what they need:
+
+- `looks_like(sample)` / `parse(text, name, source)`: recognise and read its transcripts;
+- `places(settings)`: the folders `rune watch` follows, each with a matcher that says what a
+  file in it is (`Match`); `lines` and `runs` say how a growing transcript is counted;
+- `roots(settings)`: the folders MCP tools may read its transcripts from;
+- `session_globs(settings, session_id)`: where the transcript of one session id lies;
+- `hook`: how one of its hook events becomes a queued job (None: it has no hooks);
+- `installer`: how Rune's server and hooks are written into its config (None: not supported);
+- `database`: a SQLite file it keeps every chat in (None: plain transcript files only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from rune_mcp.capture.base import read_jsonl
+from rune_mcp.config import Settings
+from rune_mcp.trajectory import Trajectory
+
+# --- recognising and reading transcripts ------------------------------------------------
+
+
+class Sample:
+    """The start of a transcript as detection sees it: the text (BOM and leading blanks
+    removed), its first JSON lines, and the whole text as one JSON value when it may be one."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text.lstrip("\ufeff \t\r\n")
+
+    @cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """The first parsable JSON lines, enough to recognise a JSONL format ([] if none)."""
+        head = self.text[:1_000_000]
+        if not head.startswith("{"):
+            return []
+        lines = head.split("\n")
+        if len(head) < len(self.text):
+            lines = lines[:-1]  # the cut may fall inside a line
+        sample: list[dict[str, Any]] = []
+        for rec in read_jsonl("\n".join(lines[:200]), Counter()):
+            sample.append(rec)
+            if len(sample) >= 50:
+                break
+        return sample
+
+    @cached_property
+    def document(self) -> Any:
+        """The text as one JSON value, when it is a JSON object mentioning `"steps"` (the
+        only single-document format); None otherwise."""
+        if not (self.text.startswith("{") and '"steps"' in self.text[:2_000_000]):
+            return None
+        try:
+            return json.loads(self.text)
+        except (ValueError, RecursionError):
+            return None
+
+
+Parse = Callable[[str, str, Path | None], Trajectory]
+
+
+@dataclass(frozen=True)
+class Database:
+    """A SQLite file in which an agent keeps all its chats (Cursor's `state.vscdb`).
+
+    `fmt` names it in the watcher's state (sessions are keyed `<fmt>:<conversation id>`);
+    `magic` is how `parse_path` recognises the file; `parse(path, conversation)` reads one
+    conversation (None: the latest); `conversations(path)` lists `(id, messages, updated)`
+    for the watcher, `updated` in seconds since the epoch or None.
+    """
+
+    fmt: str
+    magic: bytes
+    locate: Callable[[Settings], Path]
+    parse: Callable[[Path, str | None], Trajectory]
+    conversations: Callable[[Path], list[tuple[str, int, float | None]]]
+
+
+# --- where transcripts live ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a watched file is: which agent wrote it, in which format, and for which project.
+
+    `group` identifies the project for "a new session started in the same project" (None when
+    only the transcript's lines name it); `kind` is `main`, `subagent`, `compaction` or
+    `database`.
+    """
+
+    agent: str
+    fmt: str
+    kind: str
+    group: str | None
+
+
+Matcher = Callable[[Path, Path], Match | None]
+
+
+@dataclass(frozen=True)
+class Place:
+    """One folder where an agent writes transcripts. `depth` None: the whole tree; 0: the
+    folder itself; 1: the folder and its direct sub-folders (Aider histories sit in project
+    roots). `label` is what `rune status` calls it."""
+
+    label: str
+    root: Path
+    depth: int | None
+    match: Matcher
+
+
+LineFacts = Callable[[dict[str, Any]], tuple[bool, str | None]]
+
+
+def conversation_line(record: dict[str, Any]) -> tuple[bool, str | None]:
+    """The default `Agent.lines`: a line with a user or assistant `role` is conversation;
+    no line names the project."""
+    return record.get("role") in ("user", "assistant"), None
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A history file that appends one session after another, each opened by a line that
+    starts with `header`; `started(line)` is that session's start time (None if unreadable)."""
+
+    header: bytes
+    started: Callable[[bytes], float | None]
+
+
+# --- hooks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookJob:
+    """What one hook event queues: a transcript (None: find it by `session_id`), how long to
+    wait before learning it, and the format to parse it with."""
+
+    path: Path | None
+    session_id: str | None
+    delay: float
+    fmt: str = "auto"
+
+
+class SkipEventError(Exception):
+    """The event carries nothing to queue; logged at info, not an error."""
+
+
+HookMap = Callable[[dict[str, Any], Settings], HookJob]
+
+
+# --- install ---------------------------------------------------------------------------------
+
+
+class InstallStep(Protocol):
+    """Install into, or remove from, one scope; returns what was done, one line each."""
+
+    def __call__(
+        self, settings: Settings, scope: str, project: Path | None, use_cli: bool | None
+    ) -> list[str]: ...
+
+
+def _no_notice(scope: str) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Installer:
+    """How `rune install` / `rune uninstall` reach one agent.
+
+    `scopes` are the config levels it has, the default first; `cli_help`, when set, offers
+    `--no-cli` (edit the files even when the agent's own CLI could register the server);
+    `notice(scope)` is a line printed after installing (None: nothing to add).
+    """
+
+    scopes: tuple[str, ...]
+    install: InstallStep
+    uninstall: InstallStep
+    cli_help: str | None = None
+    notice: Callable[[str], str | None] = _no_notice
+
+
+# --- the descriptor --------------------------------------------------------------------------
+
+
+def _nowhere(settings: Settings) -> list[Any]:
+    return []
+
+
+def _no_sessions(settings: Settings, session_id: str) -> list[tuple[Path, str]]:
+    return []
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One coding agent (see the module docstring for what each field is for)."""
+
+    name: str  # the format name too: `rune parse --format claude-code`
+    title: str  # for people: "Claude Code"
+    looks_like: Callable[[Sample], bool]
+    parse: Parse
+    places: Callable[[Settings], list[Place]] = _nowhere
+    roots: Callable[[Settings], list[Path]] = _nowhere
+    session_globs: Callable[[Settings, str], list[tuple[Path, str]]] = _no_sessions
+    lines: LineFacts = conversation_line
+    runs: Runs | None = None
+    hook: HookMap | None = None
+    installer: Installer | None = None
+    database: Database | None = None
