@@ -230,7 +230,7 @@ class Worker:
         from rune_mcp.trajectory import Trajectory
 
         if row["trajectory_json"]:
-            traj = Trajectory.from_dict(json.loads(row["trajectory_json"]))
+            traj = Trajectory.from_json(row["trajectory_json"], f"job {row['id']}'s trajectory")
         else:
             traj = self._parse_path(row)
         self._record_trajectory(row["id"], traj.id)
