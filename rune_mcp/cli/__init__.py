@@ -20,7 +20,9 @@ from rune_mcp import __version__
 from rune_mcp.errors import RuneError, UsageError
 
 # In data-flow order; a module that is not there yet simply adds no commands.
-COMMAND_MODULES = ("core", "capture", "library", "distill", "runtime", "server", "watch", "bench")
+COMMAND_MODULES = (
+    "core", "capture", "library", "distill", "runtime", "server", "watch", "bench", "ui",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import InputError
@@ -52,21 +53,24 @@ class BearerTokenMiddleware:
 def http_app(server: MCPServer[Any], settings: Settings, host: str) -> Any:
     """The streamable HTTP app: Host/Origin checks on (the SDK's DNS-rebinding protection),
     the request size limit, and the bearer token when one is set."""
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:*" for h in _local_names(host)] + _local_names(host),
-        allowed_origins=[f"http://{h}:*" for h in _local_names(host)],
-    )
     app: Any = server.streamable_http_app(
         max_request_body_size=settings.max_request_bytes,
-        transport_security=security,
+        transport_security=transport_security(host),
         host=host,
     )
     if settings.auth_token:
         app = BearerTokenMiddleware(app, settings.auth_token)
     return app
+
+
+def transport_security(host: str) -> TransportSecuritySettings:
+    """The Host/Origin checks for a server bound to `host`: this machine's own names (and
+    `host` itself), any port. `rune ui` applies the same settings to its pages."""
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{h}:*" for h in _local_names(host)] + _local_names(host),
+        allowed_origins=[f"http://{h}:*" for h in _local_names(host)],
+    )
 
 
 def serve_http(
