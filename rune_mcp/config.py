@@ -173,6 +173,7 @@ class Settings(BaseModel):
     )
 
     # --- capture and watcher ------------------------------------------------------------
+    # The agents' folders; each is read only by its agent's module in rune_mcp/agents/.
     claude_dir: Path = Field(
         default_factory=_default_claude_dir,
         description="Claude Code's config folder (CLAUDE_CONFIG_DIR or ~/.claude).",
