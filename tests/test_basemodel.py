@@ -78,3 +78,27 @@ def test_hf_override_without_config_is_refused(
     settings = load_settings()
     with pytest.raises(ModelError, match="no config.json"):
         ensure_derived(settings, resolve_base(settings))
+
+
+def test_described_fields_are_remembered_by_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GGUF's metadata is parsed once per file content; later processes read the memo."""
+    settings = load_settings().with_overrides(cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(basemodel, "_DESCRIBED", {})  # as in a new process
+    first = resolve_base(settings)
+    memo = tmp_path / "cache" / "gguf-fields" / f"{first.sha256}.json"
+    assert memo.is_file()
+    basemodel._DESCRIBED.clear()
+    parse = basemodel._gguf_fields
+
+    def parse_again(path: Path) -> dict[str, object]:
+        raise AssertionError("the remembered fields were parsed again")
+
+    monkeypatch.setattr(basemodel, "_gguf_fields", parse_again)
+    assert resolve_base(settings) == first
+    memo.write_text("{broken")  # a damaged memo is parsed again and rewritten
+    basemodel._DESCRIBED.clear()
+    monkeypatch.setattr(basemodel, "_gguf_fields", parse)
+    assert resolve_base(settings) == first
+    assert "n_layers" in memo.read_text()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +101,59 @@ def test_bench_sweep_refuses_bad_variants_before_loading_anything(
     assert main(["bench", "sweep", variant]) == code
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+HEAVY = ("torch", "transformers", "sentence_transformers", "peft", "chromadb", "onnxruntime",
+         "llama_cpp")
+
+
+def _in_a_new_process(argv: list[str], stdin: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run `rune ARGV` through `main` in a fresh interpreter; its exit code and which heavy
+    modules and benchmark modules it imported."""
+    code = (
+        "import json, sys\n"
+        "from rune_mcp.cli import main\n"
+        f"rc = main({argv!r})\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "bench = sorted(m for m in sys.modules if m.startswith('rune_mcp.bench'))\n"
+        "sys.stderr.write(json.dumps({'rc': rc, 'heavy': heavy, 'bench': bench}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True,
+                          text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return dict(json.loads(proc.stderr[proc.stderr.rindex('{"rc"'):]))
+
+
+def test_hook_queues_the_session_without_loading_models_or_the_index(tmp_path: Path) -> None:
+    """An agent waits for its hooks: `rune hook` must never import torch, transformers,
+    Chroma, ONNX Runtime or llama.cpp, and still queue the session."""
+    from rune_mcp.bench.cold import JOB_DELAY_S, sleeping_worker
+    from rune_mcp.config import load_settings
+    from rune_mcp.distill.queue import JobQueue
+
+    transcripts = tmp_path / "transcripts"
+    transcripts.mkdir()
+    transcript = transcripts / "session.jsonl"
+    shutil.copyfile(Path(__file__).parents[1] / "rune_mcp" / "data" / "sample_session.jsonl",
+                    transcript)
+    env = {**os.environ, "RUNE_ALLOWED_ROOTS": str(transcripts),
+           "RUNE_IDLE_SECONDS": str(JOB_DELAY_S)}
+    event = json.dumps({"hook_event_name": "Stop", "session_id": "s-1",
+                        "transcript_path": str(transcript)})
+    queue = JobQueue(load_settings(env))
+    with sleeping_worker(queue, transcript):  # a live worker: the hook starts none
+        seen = _in_a_new_process(["hook", "claude-code"], event, env)
+    assert seen["rc"] == 0
+    assert seen["heavy"] == [], f"`rune hook` imported {seen['heavy']}"
+    assert seen["bench"] == []
+    assert [(j.source, j.session_id) for j in queue.recent() if j.source == "hook"] == [
+        ("hook", "s-1")]
+
+
+def test_benchmark_modules_load_only_for_rune_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    seen = _in_a_new_process(["config", "show", "--json"], "", dict(os.environ))
+    assert seen["rc"] == 0 and seen["bench"] == [] and seen["heavy"] == []
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "cold", "--help"])
+    assert exit_info.value.code == 0
+    assert "--repeat" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """`rune bench perf`: every speed and memory figure in one run, one JSON, one page with plots.
 
 It runs the area benchmarks through their own commands (`rune bench parse`, `recall`,
-`runtime`, `remember`; each module owns its measurement), collects their JSON, and writes a
+`runtime`, `remember`, `cold`; each module owns its measurement), collects their JSON, and writes a
 Markdown page (`performance.md`) with the machine described, tables and plots. A benchmark
 whose module is not installed, or that fails, is reported as such rather than left out
 silently. The load average is recorded before and after: on a shared machine it explains
@@ -33,11 +33,13 @@ PARTS: dict[str, list[str]] = {
     "recall": ["--json"],
     "runtime": ["--json"],
     "remember": [],
+    "cold": ["--json"],
 }
 QUICK_ARGS: dict[str, list[str]] = {
     "parse": ["--size-mb", "2", "--repeat", "1"],
     "recall": ["--sizes", "10,100,1000", "--queries", "20"],
     "remember": ["--sizes", "1000,2000"],
+    "cold": ["--repeat", "2"],
 }
 
 
@@ -111,7 +113,7 @@ def run_perf(settings: Settings, quick: bool, only: list[str] | None = None) -> 
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("perf", help="all speed and memory figures (parse, recall, runtime, remember)")
+    p = sub.add_parser("perf", help="all speed and memory figures (parse, recall, runtime, remember, cold)")
     p.add_argument("--json", type=Path, help="write the combined JSON here")
     p.add_argument("--report", type=Path, help="write performance.md and its plots into this folder")
     p.add_argument("--quick", action="store_true", help="smaller sizes, for a first look")

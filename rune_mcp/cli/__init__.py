@@ -13,8 +13,8 @@ import importlib
 import importlib.util
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from rune_mcp import __version__
 from rune_mcp.errors import RuneError, UsageError
@@ -26,10 +26,33 @@ COMMAND_MODULES = (
 
 
 class _Parser(argparse.ArgumentParser):
+    """Errors as `rune: <sentence>`; and `fill`, when set, adds the parser's own arguments the
+    first time it parses or prints help, so a command whose options live in heavy modules
+    (`rune bench`) costs nothing to the commands that do not run it."""
+
+    fill: Callable[[], None] | None = None
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"rune: {message}", file=sys.stderr)
         raise SystemExit(2)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self._fill()
+        return super().parse_known_args(*args, **kwargs)
+
+    def format_usage(self) -> str:
+        self._fill()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._fill()
+        return super().format_help()
+
+    def _fill(self) -> None:
+        fill, self.fill = self.fill, None
+        if fill is not None:
+            fill()
 
 
 def build_parser() -> argparse.ArgumentParser:

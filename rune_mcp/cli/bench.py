@@ -10,11 +10,17 @@ import importlib
 import importlib.util
 from typing import Any
 
-BENCH_MODULES = ("parse", "recall", "remember", "runtime", "memory", "perf", "dataset", "sweep")
+BENCH_MODULES = ("parse", "recall", "remember", "runtime", "memory", "perf", "cold", "dataset", "sweep")
 
 
 def register(sub: Any) -> None:
     bench = sub.add_parser("bench", help="run a benchmark and report its figures")
+    # The benchmark modules import numpy and more: only `rune bench ...` loads them.
+    bench.fill = lambda: register_benchmarks(bench)
+
+
+def register_benchmarks(bench: Any) -> None:
+    """Add every installed benchmark module's subcommand to the `bench` parser."""
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     for name in BENCH_MODULES:
         module_name = f"rune_mcp.bench.{name}"

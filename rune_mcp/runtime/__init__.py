@@ -9,6 +9,7 @@ machine without torch's GPU build or without a vLLM server never touches them.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from rune_mcp.basemodel import resolve_base
 from rune_mcp.config import Settings
@@ -25,11 +26,31 @@ def resolve_kind(settings: Settings) -> str:
     """`auto` -> `transformers` with CUDA, else `llamacpp`; other values as they are."""
     if settings.backend != "auto":
         return settings.backend
-    if settings.device == "cpu":
+    if settings.device == "cpu" or not _torch_has_gpu_build():
         return "llamacpp"
     import torch
 
     return "transformers" if torch.cuda.is_available() else "llamacpp"
+
+
+def _torch_has_gpu_build() -> bool:
+    """False when the installed torch is built without CUDA and ROCm (or is absent), read from
+    its `version.py` without importing torch, which takes seconds a CPU-only `rune run` does
+    not need. True whenever that file cannot be read: then torch itself is asked."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except (OSError, StopIteration):
+        return True
+    builds = re.findall(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+?)\s*$", text, re.MULTILINE)
+    if {name for name, _ in builds} != {"cuda", "hip"}:
+        return True  # a layout this check does not know: ask torch
+    return any(value != "None" for _, value in builds)
 
 
 def get_backend(settings: Settings, kind: str | None = None) -> Backend:

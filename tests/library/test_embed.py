@@ -3,6 +3,7 @@ from a cached, verified export that later processes load without PyTorch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 
 from rune_mcp.config import Settings
-from rune_mcp.library.embed import OnnxEncoder, SentenceTransformerEmbedder, get_embedder
-from rune_mcp.library.queryencoder import CACHE_DIR, EncoderCache, model_key
+from rune_mcp.library.embed import SentenceTransformerEmbedder, get_embedder
+from rune_mcp.library.queryencoder import CACHE_DIR, EncoderCache, OnnxEncoder, model_key
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "onnx")
 
@@ -85,20 +86,15 @@ def test_onnx_path_that_disagrees_is_not_used(embedder: SentenceTransformerEmbed
     assert OnnxEncoder.build(embedder.model, wrong, embedder.path / "tokenizer.json") is None
 
 
-def _cache_files(embedder: SentenceTransformerEmbedder, cache_dir: Path) -> tuple[Path, Path]:
-    cache = EncoderCache.open(cache_dir, embedder.path)
-    assert cache is not None
-    return cache.graph_path, cache.record_path
-
-
 def _copy_cache(embedder: SentenceTransformerEmbedder, to: Path) -> tuple[Path, Path]:
-    """The shared test cache's export of MiniLM, copied into a cache folder of its own."""
-    embedder.embed(["make sure the shared cache holds the export"])
-    graph, record = _cache_files(embedder, Settings().cache_dir)
+    """The module embedder's cached export of MiniLM, copied into a cache folder of its own."""
+    embedder.embed(["make sure the cache holds the export"])
+    cache = embedder._cache
+    assert isinstance(cache, EncoderCache) and cache.record_path.is_file()
     (to / CACHE_DIR).mkdir(parents=True)
-    for path in (graph, record):
+    for path in (cache.graph_path, cache.record_path):
         shutil.copyfile(path, to / CACHE_DIR / path.name)
-    return to / CACHE_DIR / graph.name, to / CACHE_DIR / record.name
+    return to / CACHE_DIR / cache.graph_path.name, to / CACHE_DIR / cache.record_path.name
 
 
 def test_cached_export_serves_queries_without_loading_the_model(
@@ -128,8 +124,6 @@ def test_damaged_cache_is_exported_again(
     vectors = fresh.embed(TEXTS[:1])
     assert fresh.query_path == "onnx"
     written = json.loads(record.read_text())
-    import hashlib
-
     assert hashlib.sha256(graph.read_bytes()).hexdigest() == written["sha256"]
     np.testing.assert_allclose(np.asarray(vectors), embedder._encode(TEXTS[:1]), atol=1e-5)
 
