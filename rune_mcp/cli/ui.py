@@ -16,13 +16,19 @@ DEFAULT_BENCH = Path("docs") / "results"
 
 
 def register(sub: Any) -> None:
-    from rune_mcp.ui.app import DEFAULT_PORT
-
     ui = sub.add_parser(
         "ui", help="open a local web dashboard of the memory, the jobs and the benchmarks",
         description="Serve a dashboard on 127.0.0.1: every adapter by project with its "
         "lessons, the job queue live, a recall playground, benchmark plots, and forgetting.",
     )
+    # Its default port lives in rune_mcp.ui.app, which imports the web stack and the library:
+    # only `rune ui` loads it.
+    ui.fill = lambda: add_arguments(ui)
+
+
+def add_arguments(ui: Any) -> None:
+    from rune_mcp.ui.app import DEFAULT_PORT
+
     ui.add_argument("--port", type=int, default=DEFAULT_PORT,
                     help=f"port on 127.0.0.1 (default: {DEFAULT_PORT})")
     ui.add_argument("--token", help="require this token (default: the auth_token setting, "
