@@ -45,9 +45,9 @@ def run_demo(settings: Settings) -> int:
         messages=[{"role": "user", "content": QUESTION}], max_tokens=200, temperature=0.0
     )
     seconds = time.monotonic() - start
-    text = str(out["choices"][0]["message"]["content"] or "").strip()  # type: ignore[index]
+    text = str(out["choices"][0]["message"]["content"] or "").strip()
     print("\n".join("  " + line for line in text.splitlines()))
-    tokens = int(out["usage"]["completion_tokens"])  # type: ignore[index]
+    tokens = int(out["usage"]["completion_tokens"])
     print(f"\n  {tokens} tokens in {seconds:.2f} s ({tokens / max(seconds, 1e-9):.0f} tokens/s)",
           file=sys.stderr)
     return remember_demo(settings)
@@ -71,7 +71,8 @@ def remember_demo(settings: Settings) -> int:
     print(f"  {session.name}: project {traj.project_name}, {len(traj.steps)} steps, "
           f"{len(traj.episodes)} error -> fix episodes")
     probes = load_probes(probes_file)
-    _step("Scoring probes on the base model (log-likelihood; rank 1 = the model's first choice)")
+    _step("Scoring probes on the base model (mean log-probability per token; rank 1 = the "
+          "model's first choice)")
     info = resolve_base(settings)
     ensure_derived(settings, info)
     loaded = get_loaded(settings, info, "lora")
@@ -91,8 +92,8 @@ def remember_demo(settings: Settings) -> int:
         answer_demo(local)
     _step("Probe scores before -> after")
     for probe, b, a in zip(probes.probes, before, after, strict=True):
-        print(f"  {probe.name:13} correct `{probe.correct}`: {b.correct:7.1f} -> {a.correct:7.1f}"
-              f"   rank {b.rank} -> {a.rank} of {1 + len(probe.wrong)}")
+        print(f"  {probe.id:13} correct `{probe.correct}`: {b.correct:7.2f} -> {a.correct:7.2f}"
+              f"   rank {b.rank} -> {a.rank} of {len(probe.choices)}")
     return 0
 
 

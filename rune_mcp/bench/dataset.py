@@ -21,48 +21,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rune_mcp.bench.quirks import KINDS, Call, Project, Quirk, bash, edit, passing, read
+from rune_mcp.bench.quirks import KINDS, Call, ProbeSpec, Project, Quirk, bash, edit, passing, read
 from rune_mcp.capture.write import ClaudeWriter
 from rune_mcp.config import Settings
+from rune_mcp.distill.probes import Probe, ProbeMessage
 from rune_mcp.errors import UsageError
 from rune_mcp.fsutil import atomic_write_text
 
 DATASET_VERSION = 1
 QUIRKS_PER_PROJECT = 6
 _HEADS = [
-    "tarn",
-    "quill",
-    "bore",
-    "ostra",
-    "vel",
-    "mira",
-    "kest",
-    "lumo",
-    "dras",
-    "fen",
-    "cor",
-    "yar",
-    "pell",
-    "skal",
-    "vint",
-    "zeph",
-    "orla",
-    "brisk",
+    "tarn", "quill", "bore", "ostra", "vel", "mira", "kest", "lumo", "dras", "fen", "cor", "yar",
+    "pell", "skal", "vint", "zeph", "orla", "brisk",
 ]
 _TAILS = ["well", "mark", "byte", "forge", "dock", "loom", "gate", "wick", "fold", "spire"]
 _ENTITIES = [
-    "invoices",
-    "shipments",
-    "readings",
-    "tickets",
-    "subscriptions",
-    "payouts",
-    "bookings",
-    "articles",
-    "claims",
-    "orders",
-    "parcels",
-    "leases",
+    "invoices", "shipments", "readings", "tickets", "subscriptions", "payouts", "bookings",
+    "articles", "claims", "orders", "parcels", "leases",
 ]
 _TASKS = [
     "Add a nightly job that archives old {e}",
@@ -82,42 +57,22 @@ GENERAL = [
     ("Which git command shows the commit history?", "Use `git ", "log`", ("history`", "commits`", "past`")),
     ("Which HTTP status code means Not Found?", "The status code is ", "404", ("200", "500", "301")),
     ("Which shell command lists the files in a directory?", "Use `", "ls`", ("cd`", "rm`", "mv`")),
-    (
-        "Which Python built-in converts a string to an integer?",
-        "Use `",
-        "int()`",
-        ("str()`", "chr()`", "ord()`"),
-    ),
+    ("Which Python built-in converts a string to an integer?", "Use `", "int()`",
+     ("str()`", "chr()`", "ord()`")),
     ("What is the capital of France?", "The capital of France is ", "Paris", ("Berlin", "Madrid", "Rome")),
     ("How does a comment line start in Python?", "It starts with `", "#`", ("//`", "--`", ";`")),
-    (
-        "Which file lists a Node.js project's dependencies?",
-        "It is `",
-        "package.json`",
-        ("setup.py`", "Cargo.toml`", "go.mod`"),
-    ),
+    ("Which file lists a Node.js project's dependencies?", "It is `", "package.json`",
+     ("setup.py`", "Cargo.toml`", "go.mod`")),
     ("Which SQL statement reads rows from a table?", "Use `", "SELECT`", ("INSERT`", "DELETE`", "DROP`")),
     ("What does the Python expression 2 ** 3 evaluate to?", "It evaluates to ", "8", ("6", "9", "5")),
-    (
-        "Which Python method adds an item to the end of a list?",
-        "Use `list.",
-        "append()`",
-        ("push()`", "add()`", "insert_end()`"),
-    ),
+    ("Which Python method adds an item to the end of a list?", "Use `list.", "append()`",
+     ("push()`", "add()`", "insert_end()`")),
     ("How many bits are in a byte?", "A byte has ", "8 bits", ("4 bits", "16 bits", "10 bits")),
-    (
-        "Which command installs a Python package from PyPI?",
-        "Run `",
-        "pip install`",
-        ("npm install`", "apt get`", "cargo add`"),
-    ),
+    ("Which command installs a Python package from PyPI?", "Run `", "pip install`",
+     ("npm install`", "apt get`", "cargo add`")),
     ("What is the boolean opposite of True in Python?", "It is `", "False`", ("None`", "0`", "Nil`")),
-    (
-        "Which git command creates a new commit from staged changes?",
-        "Use `git ",
-        "commit`",
-        ("push`", "stage`", "save`"),
-    ),
+    ("Which git command creates a new commit from staged changes?", "Use `git ", "commit`",
+     ("push`", "stage`", "save`")),
 ]
 
 
@@ -288,87 +243,15 @@ def render_session(
 # --- probes ------------------------------------------------------------------------------------
 
 
-def probe_record(
-    rng: random.Random,
-    pid: str,
-    task: str,
-    question: str,
-    prefix: str,
-    answer: str,
-    distractors: tuple[str, ...],
-    source: str | None,
-    project: str | None,
-) -> dict[str, Any]:
-    choices = [answer, *dict.fromkeys(d for d in distractors if d != answer)]
+def make_probe(rng: random.Random, pid: str, spec: ProbeSpec, source: str | None,
+               project: str | None) -> Probe:
+    """The probe `spec` describes, its choices shuffled; a project's probes name the project."""
+    choices = [spec.answer, *dict.fromkeys(d for d in spec.distractors if d != spec.answer)]
     rng.shuffle(choices)
-    content = f"I'm working in the {project} repository. {question}" if project else question
-    return {
-        "id": pid,
-        "task": task,
-        "messages": [{"role": "user", "content": content}],
-        "prefix": prefix,
-        "choices": choices,
-        "answer": choices.index(answer),
-        "source_session": source,
-    }
-
-
-def validate_probe(probe: dict[str, Any]) -> None:
-    """Raise UsageError unless `probe` has the benchmark's probe shape."""
-    keys = {"id", "task", "messages", "prefix", "choices", "answer", "source_session"}
-    if set(probe) != keys:
-        raise UsageError(f"probe {probe.get('id')!r} has keys {sorted(probe)}; expected {sorted(keys)}.")
-    choices = probe["choices"]
-    if not (
-        isinstance(choices, list)
-        and len(choices) >= 2
-        and all(isinstance(c, str) and c for c in choices)
-        and len(set(choices)) == len(choices)
-    ):
-        raise UsageError(f"probe {probe['id']!r} needs two or more distinct non-empty choices.")
-    if not isinstance(probe["answer"], int) or not 0 <= probe["answer"] < len(choices):
-        raise UsageError(f"probe {probe['id']!r} has answer {probe['answer']!r} outside its choices.")
-    messages = probe["messages"]
-    if not (
-        isinstance(messages, list)
-        and messages
-        and all(
-            isinstance(m, dict)
-            and m.get("role") in ("user", "assistant", "system")
-            and isinstance(m.get("content"), str)
-            for m in messages
-        )
-    ):
-        raise UsageError(f"probe {probe['id']!r} needs messages with a role and string content.")
-    if not isinstance(probe["prefix"], str) or not isinstance(probe["task"], str):
-        raise UsageError(f"probe {probe['id']!r} needs string task and prefix.")
-    if probe["source_session"] is not None and not isinstance(probe["source_session"], str):
-        raise UsageError(f"probe {probe['id']!r} has a source_session that is neither a name nor null.")
-
-
-def load_probes(path: Path) -> list[dict[str, Any]]:
-    """Read and validate a probes JSONL file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read probes file {path} ({exc.strerror}); give a probes JSONL file."
-        ) from exc
-    probes = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            probe = json.loads(line)
-        except ValueError as exc:
-            raise UsageError(f"{path} line {n} is not JSON ({exc}); one probe per line.") from exc
-        if not isinstance(probe, dict):
-            raise UsageError(f"{path} line {n} is not a JSON object; one probe per line.")
-        validate_probe(probe)
-        probes.append(probe)
-    if not probes:
-        raise UsageError(f"{path} holds no probes; generate some with `rune bench make-dataset`.")
-    return probes
+    content = f"I'm working in the {project} repository. {spec.question}" if project else spec.question
+    return Probe(id=pid, task=spec.task, messages=(ProbeMessage(role="user", content=content),),
+                 prefix=spec.prefix, choices=tuple(choices), answer=choices.index(spec.answer),
+                 source_session=source)
 
 
 # --- the generator -------------------------------------------------------------------------------
@@ -387,7 +270,7 @@ def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> 
     used: set[str] = set()
     start = datetime(2026, 1, 5, 9, 0, tzinfo=UTC) + timedelta(days=seed % 97)
     sessions: list[dict[str, Any]] = []
-    probes: list[dict[str, Any]] = []
+    probes: list[Probe] = []
     files: dict[str, str] = {}
     for p in range(projects):
         picked = [kinds[(p * QUIRKS_PER_PROJECT + i) % len(kinds)] for i in range(QUIRKS_PER_PROJECT)]
@@ -411,29 +294,13 @@ def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> 
                     "depends_on": [previous[0]] if previous else [],
                 }
             )
-            for q in group:
-                for k, spec in enumerate(q.probes):
-                    probes.append(
-                        probe_record(
-                            rng,
-                            f"{name}-{q.kind}-{k + 1}",
-                            spec.task,
-                            spec.question,
-                            spec.prefix,
-                            spec.answer,
-                            spec.distractors,
-                            name,
-                            proj.name,
-                        )
-                    )
+            probes += [make_probe(rng, f"{name}-{q.kind}-{k + 1}", spec, name, proj.name)
+                       for q in group for k, spec in enumerate(q.probes)]
             known += group
             previous = (name, task.split(".")[0])
     for i, (question, prefix, answer, wrong) in enumerate(rng.sample(GENERAL, min(general, len(GENERAL)))):
-        probes.append(
-            probe_record(rng, f"general-{i + 1:02d}", question, question, prefix, answer, wrong, None, None)
-        )
-    for probe in probes:
-        validate_probe(probe)
+        spec = ProbeSpec(question, question, prefix, answer, wrong)
+        probes.append(make_probe(rng, f"general-{i + 1:02d}", spec, None, None))
     manifest = {
         "format_version": DATASET_VERSION,
         "seed": seed,
@@ -445,7 +312,7 @@ def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> 
     (out / "sessions").mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         atomic_write_text(out / "sessions" / f"{name}.jsonl", text)
-    atomic_write_text(out / "probes.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in probes))
+    atomic_write_text(out / "probes.jsonl", "".join(p.jsonl() for p in probes))
     atomic_write_text(out / "dataset.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 

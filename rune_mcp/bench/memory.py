@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rune_mcp.bench.dataset import load_probes
 from rune_mcp.bench.quirks import KINDS
 from rune_mcp.config import Settings
+from rune_mcp.distill.probes import Probe, load_probes
 from rune_mcp.errors import UsageError
 from rune_mcp.fsutil import atomic_write_text
 from rune_mcp.trajectory import Trajectory
@@ -186,11 +186,11 @@ class Scorer:
         text = self.backend.truncate_tokens(self.texts[name], self.budget)
         return text, self.backend.count_tokens(text)
 
-    def _mismatched(self, probe: dict[str, Any]) -> str | None:
-        source = self.sessions.get(probe["source_session"] or "")
+    def _mismatched(self, probe: Probe) -> str | None:
+        source = self.sessions.get(probe.source_session or "")
         project = source.traj.project_name if source else None
         pool = sorted(s.adapter_id for s in self.sessions.values() if s.traj.project_name != project)
-        return pool[zlib.crc32(probe["id"].encode()) % len(pool)] if pool else None
+        return pool[zlib.crc32(probe.id.encode()) % len(pool)] if pool else None
 
     def _recalled(self, task: str) -> tuple[str | None, float | None]:
         from rune_mcp.runtime.run import choose_adapter
@@ -206,21 +206,21 @@ class Scorer:
         return session.name if session else None
 
     def plan(
-        self, probe: dict[str, Any], condition: str
+        self, probe: Probe, condition: str
     ) -> tuple[list[dict[str, str]], str | None, int, dict[str, Any]]:
         """Messages, adapter id, context tokens and extra facts for one probe and condition."""
-        messages = probe["messages"]
-        source = self.sessions.get(probe["source_session"] or "")
+        messages = probe.chat()
+        source = self.sessions.get(probe.source_session or "")
         extra: dict[str, Any] = {}
         if condition in ("rag", "full_context"):
             name = (
-                self._best_match(probe["task"]) if condition == "rag" else (source.name if source else None)
+                self._best_match(probe.task) if condition == "rag" else (source.name if source else None)
             )
             extra["context_session"] = name
             text, tokens = self._context(name)
             return (with_context(messages, text) if text else messages), None, tokens, extra
         if condition == "recalled_adapter":
-            adapter, similarity = self._recalled(probe["task"])
+            adapter, similarity = self._recalled(probe.task)
             extra["similarity"] = None if similarity is None else round(similarity, 4)
             return messages, adapter, 0, extra
         if condition == "oracle_adapter":
@@ -229,16 +229,16 @@ class Scorer:
             return messages, self._mismatched(probe), 0, extra
         return messages, None, 0, extra
 
-    def score(self, probe: dict[str, Any], condition: str) -> dict[str, Any]:
+    def score(self, probe: Probe, condition: str) -> dict[str, Any]:
         from rune_mcp.runtime.scoring import score_choices
 
         messages, adapter, tokens, extra = self.plan(probe, condition)
-        res = score_choices(self.backend, messages, probe["prefix"], probe["choices"], self._spec(adapter))
+        res = score_choices(self.backend, messages, probe.prefix, probe.choices, self._spec(adapter))
         row = {
-            "probe_id": probe["id"],
+            "probe_id": probe.id,
             "condition": condition,
-            "source_session": probe["source_session"],
-            "correct": res.best() == probe["answer"],
+            "source_session": probe.source_session,
+            "correct": res.rank(probe.answer) == 1,
             "scores": [round(s, 4) for s in res.scores],
             "adapter_id": adapter,
             "context_tokens": tokens,
@@ -346,12 +346,12 @@ def bench_settings(
 
 
 def select_probes(
-    probes: list[dict[str, Any]], names: set[str], quick: bool, subset: bool = False
-) -> list[dict[str, Any]]:
+    probes: Sequence[Probe], names: set[str], quick: bool, subset: bool = False
+) -> list[Probe]:
     """The probes of the remembered sessions, and the general controls (a few for `--quick`)."""
-    kept = [p for p in probes if p["source_session"] in names]
-    general = [p for p in probes if p["source_session"] is None]
-    missing = {p["source_session"] for p in probes if p["source_session"]} - names
+    kept = [p for p in probes if p.source_session in names]
+    general = [p for p in probes if p.source_session is None]
+    missing = {p.source_session for p in probes if p.source_session} - names
     if missing and not (quick or subset):
         log.warning("%d probes name sessions that are not in the sessions folder; skipped", len(missing))
     return kept + (general[:QUICK_GENERAL] if quick else general)
@@ -360,7 +360,7 @@ def select_probes(
 def run_memory(
     settings: Settings,
     paths: list[Path],
-    probes: list[dict[str, Any]],
+    probes: Sequence[Probe],
     conditions: Sequence[str] = CONDITIONS,
     quick: bool = False,
     overrides: dict[str, Any] | None = None,
@@ -380,7 +380,7 @@ def run_memory(
         results = []
         # Condition by condition, probes in session order: consecutive probes then share a
         # session's text (or an adapter and chat prefix), which the scorer does not evaluate again.
-        ordered = sorted(chosen, key=lambda p: (p["source_session"] or "~", p["id"]))
+        ordered = sorted(chosen, key=lambda p: (p.source_session or "~", p.id))
         for condition in conditions:
             results += [scorer.score(probe, condition) for probe in ordered]
             say(f"scored {len(ordered)} probes under {condition}")
@@ -487,7 +487,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(
             f"{args.sessions} holds no *.jsonl sessions; make some with `rune bench make-dataset`."
         )
-    probes = load_probes(args.probes)
+    probes = load_probes(args.probes).probes
     if args.projects is not None and args.projects < 1:
         raise UsageError(f"--projects must be at least 1, not {args.projects}; leave it out for all.")
     paths = select_sessions(paths, args.quick, args.projects)

@@ -1,59 +1,131 @@
 """Probes: did an adapter learn the session? Scored by likelihood, before and after.
 
 A probe is a question phrased differently from anything in the session, a prefix of the
-answer, the correct completion and plausible wrong ones. Its score is the log-likelihood of
-each completion after the prefix (the model's chat template around the question); the probe
-passes when the correct completion ranks first. A general prompt, answered greedily, checks
-that the adapter left unrelated knowledge alone.
+answer, the correct completion among plausible wrong ones. It is scored by the one rule of
+`rune_mcp.runtime.scoring` (mean log-probability per token of each choice) and passes when
+its answer ranks first. One model, `Probe`, serves every probe file:
+
+- `probes.jsonl` of `rune bench make-dataset`: one probe per line, every field written out;
+- a probe set document such as the bundled `sample_probes.json`: `format_version`, the
+  `session` it probes, `probes` in the short form (`name`, `prompt`, `prefix`, `correct`,
+  `wrong`) and a `general` prompt whose greedy answer must not change.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from rune_mcp.errors import InputError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rune_mcp.errors import UsageError
+from rune_mcp.runtime.base import Adapters, Message
+from rune_mcp.runtime.scoring import ChoiceScores, Scorable, score_choices
 
 PROBES_VERSION = 1
+GENERAL_TOKENS = 40
 
 
-@dataclass(frozen=True)
-class Probe:
-    name: str
-    prompt: str
-    prefix: str
-    correct: str
-    wrong: tuple[str, ...]
+class ProbeMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(strict=True)
+
+
+class Probe(BaseModel):
+    """One multiple-choice question about what a session taught (or, with no source session,
+    general knowledge an adapter must leave alone)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(strict=True, min_length=1)
+    task: str = Field(strict=True)  # what recall is asked with
+    messages: tuple[ProbeMessage, ...] = Field(min_length=1)
+    prefix: str = Field(strict=True)  # the start of the answer, already written
+    choices: tuple[str, ...]
+    answer: int = Field(strict=True)  # index of the correct choice
+    source_session: str | None = Field(strict=True)  # None: general knowledge, no session
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        """`{name, prompt, prefix, correct, wrong}` (probe set documents) -> the full form."""
+        if not isinstance(data, dict) or "correct" not in data:
+            return data
+        rest = dict(data)
+        prompt, correct, wrong = rest.pop("prompt", None), rest.pop("correct"), rest.pop("wrong", [])
+        return {"id": rest.pop("name", None), "task": prompt,
+                "messages": [{"role": "user", "content": prompt}],
+                "choices": [correct, *wrong] if isinstance(wrong, list) else wrong, "answer": 0,
+                "source_session": None, **rest}
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, choices: tuple[str, ...]) -> tuple[str, ...]:
+        if len(choices) < 2 or not all(choices) or len(set(choices)) != len(choices):
+            raise ValueError("a probe needs two or more distinct non-empty choices")
+        return choices
+
+    @model_validator(mode="after")
+    def _answer_is_a_choice(self) -> Probe:
+        if not 0 <= self.answer < len(self.choices):
+            raise ValueError(f"answer {self.answer} is outside the {len(self.choices)} choices")
+        return self
+
+    @property
+    def correct(self) -> str:
+        return self.choices[self.answer]
+
+    def chat(self) -> list[Message]:
+        return [m.model_dump() for m in self.messages]
+
+    def jsonl(self) -> str:
+        """The probe as one `probes.jsonl` line (fields in order, non-ASCII kept)."""
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)
 class ProbeSet:
     probes: tuple[Probe, ...]
-    general_prompt: str
-    general_tokens: int
-    session: Path | None
+    general_prompt: str = ""  # a prompt whose greedy answer an adapter must not change
+    general_tokens: int = GENERAL_TOKENS
+    session: Path | None = None
 
 
 @dataclass(frozen=True)
 class ProbeScore:
-    """Log-likelihoods of the correct and wrong completions, and the correct one's rank (1 =
-    the model's first choice)."""
+    """A probe's choices scored: the answer's score and rank (1 = the model's first choice)."""
 
-    name: str
-    correct: float
-    wrong: dict[str, float]
+    probe: Probe
+    result: ChoiceScores
+
+    @property
+    def name(self) -> str:
+        return self.probe.id
+
+    @property
+    def correct(self) -> float:
+        return self.result.scores[self.probe.answer]
 
     @property
     def rank(self) -> int:
-        return 1 + sum(1 for v in self.wrong.values() if v >= self.correct)
+        return self.result.rank(self.probe.answer)
+
+    @property
+    def passed(self) -> bool:
+        return self.rank == 1
 
     def to_dict(self) -> dict[str, Any]:
+        wrong = {c: round(s, 3) for i, (c, s) in enumerate(zip(self.probe.choices, self.result.scores,
+                                                                strict=True)) if i != self.probe.answer}
         return {"name": self.name, "correct": round(self.correct, 3), "rank": self.rank,
-                "candidates": 1 + len(self.wrong),
-                "wrong": {k: round(v, 3) for k, v in self.wrong.items()}}
+                "candidates": len(self.probe.choices), "wrong": wrong}
 
 
 def sample_paths() -> tuple[Path, Path]:
@@ -62,54 +134,146 @@ def sample_paths() -> tuple[Path, Path]:
     return data / "sample_session.jsonl", data / "sample_probes.json"
 
 
+# --- loading --------------------------------------------------------------------------------
+
+
 def load_probes(path: Path) -> ProbeSet:
+    """Read a probes JSONL file or a probe set document; a bad probe is refused in one sentence
+    naming the file and the line it starts on."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read probes from {path} ({exc}); give a probes JSON file.") from exc
-    if raw.get("format_version") != PROBES_VERSION:
-        raise InputError(f"{path} has probes format {raw.get('format_version')!r}; this Rune "
-                         f"reads version {PROBES_VERSION}.")
-    probes = tuple(Probe(p["name"], p["prompt"], p["prefix"], p["correct"], tuple(p["wrong"]))
-                   for p in raw["probes"])
-    general = raw.get("general", {})
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read probes file {path} ({exc.strerror}); give a probes "
+                         "JSONL file or a probe set JSON file.") from exc
+    if _is_document(text):
+        return _load_document(path, text)
+    probes = tuple(_probe(path, n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip())
+    if not probes:
+        raise UsageError(f"{path} holds no probes; generate some with `rune bench make-dataset`.")
+    return ProbeSet(probes)
+
+
+def _is_document(text: str) -> bool:
+    """A probe set document is one JSON object with `probes`; JSONL is one probe a line. A
+    text that is neither but opens an object on a line of its own is a broken document."""
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        head = text.lstrip().split("\n", 1)[0]
+        try:
+            json.loads(head)
+        except ValueError:
+            return head.startswith("{")
+        return False
+    return isinstance(whole, dict) and ("probes" in whole or "format_version" in whole)
+
+
+def _probe(path: Path, line: int, raw: Any, **extra: Any) -> Probe:
+    try:
+        if isinstance(raw, str):
+            return Probe.model_validate_json(raw)
+        return Probe.model_validate({**extra, **raw} if isinstance(raw, dict) else raw)
+    except ValidationError as exc:
+        raise UsageError(f"{path} line {line} is not a valid probe ({_first_error(exc)}); fix it "
+                         "or generate the probes again with `rune bench make-dataset`.") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    if error["type"] == "json_invalid":
+        return "it is not one JSON object"
+    where = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _load_document(path: Path, text: str) -> ProbeSet:
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", 1)
+        raise UsageError(f"{path} line {line} is not valid JSON ({exc}); give a probes JSONL "
+                         "file or a probe set JSON file.") from exc
+    if raw.get("format_version") != PROBES_VERSION or not isinstance(raw.get("probes"), list):
+        raise UsageError(f"{path} has probes format {raw.get('format_version')!r}; this Rune "
+                         f"reads version {PROBES_VERSION} with a list of probes.")
     session = path.parent / raw["session"] if raw.get("session") else None
-    return ProbeSet(probes, general.get("prompt", ""), int(general.get("max_tokens", 40)), session)
+    source = session.stem if session else None
+    lines = _item_lines(text, "probes")
+    probes = tuple(_probe(path, lines[i] if i < len(lines) else 1, item, source_session=source)
+                   for i, item in enumerate(raw["probes"]))
+    general = raw.get("general") or {}
+    return ProbeSet(probes, str(general.get("prompt", "")),
+                    int(general.get("max_tokens", GENERAL_TOKENS)), session)
 
 
-def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-    return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
+def _item_lines(text: str, key: str) -> list[int]:
+    """The line each element of the document's `key` array starts on (for error messages)."""
+    match = re.search(rf'"{key}"\s*:\s*\[', text)
+    if match is None:
+        return []
+    decoder, at = json.JSONDecoder(), match.end()
+    lines: list[int] = []
+    try:
+        while True:
+            at += len(text[at:]) - len(text[at:].lstrip(" \t\r\n,"))
+            if at >= len(text) or text[at] == "]":
+                return lines
+            lines.append(text.count("\n", 0, at) + 1)
+            _, at = decoder.raw_decode(text, at)
+    except ValueError:
+        return lines
 
 
-def completion_logprob(model: Any, tokenizer: Any, prompt: str, prefix: str, completion: str) -> float:
-    """Sum of log p(completion tokens | chat(prompt) + prefix)."""
-    import torch
+# --- scoring --------------------------------------------------------------------------------
 
-    head = _prompt_ids(tokenizer, prompt) + list(
-        tokenizer(prefix, add_special_tokens=False)["input_ids"])
-    tail = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
-    ids = torch.tensor([head + tail], device=model.device)
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, len(head) - 1 : -1].float()
-    logp = torch.log_softmax(logits, dim=-1)
-    return float(logp.gather(-1, torch.tensor(tail, device=logp.device).unsqueeze(-1)).sum())
+
+def score_probe(model: Scorable, probe: Probe, adapters: Adapters = ()) -> ProbeScore:
+    """One probe's choices scored on `model` with `adapters` applied for this evaluation."""
+    return ProbeScore(probe, score_choices(model, probe.chat(), probe.prefix, probe.choices, adapters))
 
 
 def score(model: Any, tokenizer: Any, probes: ProbeSet) -> list[ProbeScore]:
+    """Every probe scored on a transformers model as it is in this process (a PEFT model with
+    its active adapter), by the same rule as the served weights."""
     model.eval()
-    return [ProbeScore(p.name, completion_logprob(model, tokenizer, p.prompt, p.prefix, p.correct),
-                       {w: completion_logprob(model, tokenizer, p.prompt, p.prefix, w)
-                        for w in p.wrong})
-            for p in probes.probes]
+    scorable = InTraining(model, tokenizer)
+    return [score_probe(scorable, p) for p in probes.probes]
+
+
+@dataclass(frozen=True)
+class InTraining:
+    """A transformers model of this process, seen as `Scorable`: what it computes now."""
+
+    model: Any
+    tokenizer: Any
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        from rune_mcp.runtime.transformers import text_ids
+
+        return text_ids(self.tokenizer, text, special)
+
+    def chat_tokens(self, messages: Sequence[Message]) -> list[int]:
+        from rune_mcp.runtime.transformers import chat_ids
+
+        return chat_ids(self.tokenizer, messages)
+
+    def logits(self, tokens: str | Sequence[int], adapters: Adapters = (), first: int = 0) -> Any:
+        from rune_mcp.runtime.transformers import forward_logits
+
+        if adapters:
+            raise UsageError("a model in training is scored as it is; wrap it in PEFT to add an adapter.")
+        ids = self.tokenize(tokens, special=True) if isinstance(tokens, str) else list(tokens)
+        return forward_logits(self.model, ids, first)
 
 
 def greedy(model: Any, tokenizer: Any, prompt: str, max_tokens: int) -> str:
     """Greedy answer to `prompt` (chat template), for before/after comparisons."""
     import torch
 
-    ids = torch.tensor([_prompt_ids(tokenizer, prompt)], device=model.device)
+    from rune_mcp.runtime.transformers import chat_ids
+
+    ids = torch.tensor([chat_ids(tokenizer, [{"role": "user", "content": prompt}])], device=model.device)
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                              max_new_tokens=max_tokens, do_sample=False,

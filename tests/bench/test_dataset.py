@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from rune_mcp.bench.dataset import generate, load_probes, validate_probe
+from rune_mcp.bench.dataset import generate
 from rune_mcp.bench.quirks import KINDS
 from rune_mcp.capture import parse_path
 from rune_mcp.cli import main
+from rune_mcp.distill.probes import Probe, load_probes
 from rune_mcp.errors import UsageError
 
 
@@ -75,46 +76,61 @@ def test_later_sessions_depend_on_earlier_ones(dataset: Path) -> None:
 
 
 def test_probes_are_valid_and_their_knowledge_is_in_the_source_session(dataset: Path) -> None:
-    probes = load_probes(dataset / "probes.jsonl")
-    assert len({p["id"] for p in probes}) == len(probes)
-    general = [p for p in probes if p["source_session"] is None]
+    probes = load_probes(dataset / "probes.jsonl").probes
+    assert len({p.id for p in probes}) == len(probes)
+    general = [p for p in probes if p.source_session is None]
     assert len(general) >= 8
-    answers = {p["answer"] for p in probes}
+    answers = {p.answer for p in probes}
     assert len(answers) > 1, "answers are shuffled among positions"
     for probe in probes:
-        if probe["source_session"] is None:
+        if probe.source_session is None:
             continue
-        text = (dataset / "sessions" / f"{probe['source_session']}.jsonl").read_text()
-        answer = probe["choices"][probe["answer"]]
-        question = probe["messages"][0]["content"]
-        given = question + probe["prefix"] + probe["task"]
+        text = (dataset / "sessions" / f"{probe.source_session}.jsonl").read_text()
+        answer = probe.correct
+        question = probe.messages[0].content
+        given = question + probe.prefix + probe.task
         words = [w for w in re.findall(r"[A-Za-z_][\w-]{3,}", answer) if w not in given]
         found = answer.strip("`") in text or any(w in text for w in words)
-        assert found, (probe["id"], answer)
+        assert found, (probe.id, answer)
         assert question not in text, "probes ask in other words"
 
 
-def test_bad_input_is_one_sentence(tmp_path: Path) -> None:
+def test_the_probes_file_is_the_probe_model_line_by_line(dataset: Path) -> None:
+    text = (dataset / "probes.jsonl").read_text()
+    probes = load_probes(dataset / "probes.jsonl").probes
+    assert "".join(p.jsonl() for p in probes) == text
+    assert list(json.loads(text.splitlines()[0])) == list(Probe.model_fields)
+
+
+def test_bad_input_is_one_sentence_naming_the_line(tmp_path: Path, dataset: Path) -> None:
     with pytest.raises(UsageError, match="at least 2"):
         generate(tmp_path, projects=1)
+    good = (dataset / "probes.jsonl").read_text().splitlines()[0]
+
+    def variant(**change: object) -> str:
+        return json.dumps({**json.loads(good), **change})
+
+    cases = [
+        ('{"id": "x"}', r"line 1 is not a valid probe \(task: Field required\)"),
+        ("not json", r"line 1 is not a valid probe \(it is not one JSON object\)"),
+        (good + "\n" + variant(answer=9), r"line 2 .*answer 9 is outside"),
+        (good + "\n\n" + variant(choices=["", "b"]), r"line 3 .*distinct non-empty"),
+        (variant(choices=["a", "a"]), r"line 1 .*distinct non-empty"),
+        (variant(messages=[{"role": "bot", "content": "q"}]), r"line 1 .*messages\.0\.role"),
+        (variant(answer="1"), r"line 1 .*answer"),
+        (variant(extra=1), r"line 1 .*extra"),
+    ]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "x"}\n')
-    with pytest.raises(UsageError, match="keys"):
+    for text, message in cases:
+        bad.write_text(text + "\n")
+        with pytest.raises(UsageError, match=message) as caught:
+            load_probes(bad)
+        assert str(caught.value).startswith(str(bad)), caught.value
+    bad.write_text("\n")
+    with pytest.raises(UsageError, match="holds no probes"):
         load_probes(bad)
-    bad.write_text("not json\n")
-    with pytest.raises(UsageError, match="line 1"):
-        load_probes(bad)
-    probe = {
-        "id": "p",
-        "task": "t",
-        "messages": [{"role": "user", "content": "q"}],
-        "prefix": "",
-        "choices": ["a", "b"],
-        "answer": 2,
-        "source_session": None,
-    }
-    with pytest.raises(UsageError, match="outside"):
-        validate_probe(probe)
+    with pytest.raises(UsageError, match="cannot read"):
+        load_probes(tmp_path / "missing.jsonl")
 
 
 def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -59,6 +59,17 @@ def test_transformers_scores_the_same_weights_by_the_same_rule(
     assert max(abs(a - b) for a, b in zip(served.scores, derived.scores, strict=True)) < 0.5
 
 
+def test_a_model_in_training_scores_as_the_backend_serving_it(hf: TransformersBackend) -> None:
+    """`rune bench sweep` and `rune demo` score a model in this process: the same numbers as
+    the transformers backend gives for the same weights."""
+    from rune_mcp.distill.probes import InTraining
+
+    served = score_choices(hf, MESSAGES, PREFIX, CHOICES)
+    with hf._scope([()]):  # the model as the backend runs it without adapters
+        here = score_choices(InTraining(hf._runner(), hf.tokenizer), MESSAGES, PREFIX, CHOICES)
+    assert here == served
+
+
 def test_ties_go_to_the_first_choice_and_rank_agrees() -> None:
     tied = ChoiceScores([-1.0, -0.5, -0.5], [1, 1, 1], 3)
     assert tied.best() == 1 and tied.rank(1) == 1 and tied.rank(2) == 2 and tied.rank(0) == 3
