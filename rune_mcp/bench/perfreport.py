@@ -7,14 +7,11 @@ table, so a new figure appears on the page without changes here.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from rune_mcp.bench.report import markdown_table
+from rune_mcp.bench.report import markdown_table, pyplot, save_plot
 from rune_mcp.fsutil import atomic_write_text
-
-log = logging.getLogger(__name__)
 
 
 def flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -35,13 +32,8 @@ def _plot(
     title: str,
     logx: bool = False,
 ) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib is not installed (pip install 'rune-mcp[bench]'); no plots")
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, ys in lines.items():
@@ -49,12 +41,7 @@ def _plot(
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(plt, fig, ax, path, ylabel, title, legend=True)
     return True
 
 

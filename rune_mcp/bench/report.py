@@ -78,13 +78,8 @@ def kind_table(summary: dict[str, Any]) -> Table:
     return (["kind", *conds], rows)
 
 
-def _bar_plot(
-    path: Path,
-    labels: Sequence[str],
-    series: dict[str, tuple[list[float], list[tuple[float, float]]]],
-    ylabel: str,
-    title: str,
-) -> bool:
+def pyplot() -> Any:
+    """matplotlib's pyplot drawing to files only, or None (said once in the log) without it."""
     try:
         import matplotlib
 
@@ -92,6 +87,42 @@ def _bar_plot(
         import matplotlib.pyplot as plt
     except ImportError:
         log.warning("matplotlib is not installed (pip install 'rune-mcp[bench]'); no plots")
+        return None
+    return plt
+
+
+def save_plot(plt: Any, fig: Any, ax: Any, path: Path, ylabel: str, title: str, legend: bool) -> None:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if legend:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _images(plots: Sequence[Path]) -> str:
+    """The plots inlined as data URLs, so the HTML page is one self-contained file."""
+    return "".join(
+        f'<p><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
+        for p in plots
+    )
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"{_STYLE}</head><body>{body}</body></html>\n")
+
+
+def _bar_plot(
+    path: Path,
+    labels: Sequence[str],
+    series: dict[str, tuple[list[float], list[tuple[float, float]]]],
+    ylabel: str,
+    title: str,
+) -> bool:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels)), 3.8))
     width = 0.8 / max(1, len(series))
@@ -106,13 +137,7 @@ def _bar_plot(
         ax.bar(xs, values, width, yerr=err, capsize=3, label=name)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if len(series) > 1:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_plot(plt, fig, ax, path, ylabel, title, legend=len(series) > 1)
     return True
 
 
@@ -201,21 +226,16 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         "",
     ]
     atomic_write_text(out / "report.md", "\n".join(md))
-    images = "".join(
-        f'<p><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
-        for p in plots
-    )
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>rune bench memory</title>{_STYLE}"
-        f"</head><body><h1>rune bench memory</h1><h2>Accuracy per condition</h2>"
+    body = (
+        f"<h1>rune bench memory</h1><h2>Accuracy per condition</h2>"
         f"{html_table(condition_table(summary))}<ul>"
         + "".join(f"<li>{html.escape(f[2:])}</li>" for f in facts)
-        + f"</ul><h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}{images}"
+        + f"</ul><h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}{_images(plots)}"
         + "<h2>Configuration</h2><ul>"
         + "".join(f"<li>{html.escape(c[2:])}</li>" for c in _config_lines(config))
-        + "</ul></body></html>\n"
+        + "</ul>"
     )
-    atomic_write_text(out / "report.html", page)
+    atomic_write_text(out / "report.html", _page("rune bench memory", body))
     return out / "report.md"
 
 
@@ -328,16 +348,8 @@ def write_ablation_report(runs: dict[str, dict[str, Any]], out: Path) -> Path:
         "",
     ]
     atomic_write_text(out / "ablation.md", "\n".join(md))
-    images = "".join(
-        f'<p><img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"></p>'
-        for p in plots
-    )
-    atomic_write_text(
-        out / "ablation.html",
-        f"<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>rune bench memory --ablation</title>{_STYLE}</head><body>"
-        f"<h1>Ablations</h1>{html_table(table)}{images}</body></html>\n",
-    )
+    atomic_write_text(out / "ablation.html", _page("rune bench memory --ablation",
+                                                   f"<h1>Ablations</h1>{html_table(table)}{_images(plots)}"))
     return out / "ablation.md"
 
 
