@@ -29,6 +29,8 @@ from rune_mcp.trajectory import Trajectory
 
 # --- recognising and reading transcripts ------------------------------------------------
 
+_HEAD_CHARS = 1_000_000  # how much of a transcript detection reads, past it only a first line
+
 
 class Sample:
     """The start of a transcript as detection sees it: the text (BOM and leading blanks
@@ -39,15 +41,26 @@ class Sample:
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
-        """The first parsable JSON lines, enough to recognise a JSONL format ([] if none)."""
-        head = self.text[:1_000_000]
-        if not head.startswith("{"):
+        """The first parsable JSON lines, enough to recognise a JSONL format ([] if none).
+        The first line is read whole however long it is (a pasted log can make it tens of
+        MB), so a format is told from at least one complete record."""
+        text = self.text
+        if not text.startswith("{"):
             return []
-        lines = head.split("\n")
-        if len(head) < len(self.text):
-            lines = lines[:-1]  # the cut may fall inside a line
+        end = min(len(text), _HEAD_CHARS)
+        if end < len(text):  # the cut may fall inside a line: end at the last whole one
+            end = text.rfind("\n", 0, end)
+            if end < 0:
+                end = text.find("\n", _HEAD_CHARS)
+            end = len(text) if end < 0 else end
+        cut = 0
+        for _ in range(200):
+            cut = text.find("\n", cut, end) + 1
+            if cut <= 0:
+                cut = end
+                break
         sample: list[dict[str, Any]] = []
-        for rec in read_jsonl("\n".join(lines[:200]), Counter()):
+        for rec in read_jsonl(text[:cut], Counter()):
             sample.append(rec)
             if len(sample) >= 50:
                 break

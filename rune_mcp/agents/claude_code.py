@@ -2,13 +2,14 @@
 
 Transcripts are `<claude_dir>/projects/<escaped cwd>/<session>.jsonl`. Each line is one event;
 the conversation is a tree through `parentUuid`. The branch that was kept is the path from the
-last line back to the root, bridging compactions through `logicalParentUuid`; parallel tool
-calls hang off that path as siblings, so lines sharing an API `message.id` with the path, and
-tool results answering calls on it, are kept too. One API message is split over several lines
-that share `message.id`; their blocks are merged with duplicates removed. Subagents appear
-either inline (`isSidechain` chains, older versions) or as `<session>/subagents/agent-*.jsonl`
-files; both become nested trajectories. Compaction (`agent-acompact-*`, compact summaries) is
-noise and is skipped.
+last line back to the root, bridging compactions through `logicalParentUuid` and, where a link
+is broken (a damaged line, a compaction naming a line the file lacks), file order
+(`capture.chain`); parallel tool calls hang off that path as siblings, so lines sharing an API
+`message.id` with the path, and tool results answering calls on it, are kept too. One API
+message is split over several lines that share `message.id`; their blocks are merged with
+duplicates removed. Subagents appear either inline (`isSidechain` chains, older versions) or as
+`<session>/subagents/agent-*.jsonl` files; both become nested trajectories. Compaction
+(`agent-acompact-*`, compact summaries) is noise and is skipped.
 
 Hooks: `SessionEnd` means the session is over (the job is ready at once); `Stop` and
 `PreCompact` end a turn but the user may go on, so the job waits `idle_seconds` and every later
@@ -44,6 +45,7 @@ from rune_mcp.agents.installing import (
 )
 from rune_mcp.capture.base import Builder, as_text, decode, read_jsonl
 from rune_mcp.capture.budget import image_note
+from rune_mcp.capture.chain import kept_branch, trees, unique
 from rune_mcp.config import Settings
 from rune_mcp.errors import ConfigError, ParseError
 from rune_mcp.trajectory import Trajectory
@@ -60,6 +62,8 @@ _ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.DOTALL)
 _INJECTED = ("<local-command-stdout>", "<local-command-stderr>", "<local-command-caveat>",
              "<system-reminder>", "<task-notification>", "<user-prompt-submit-hook>",
              "[Request interrupted", "<bash-stdout>", "<bash-stderr>")
+# How a compact summary opens, for lines written without `isCompactSummary`.
+_SUMMARY = "This session is being continued from a previous conversation"
 HOOK_EVENTS = ("SessionEnd", "Stop", "PreCompact")  # the ones `rune install` registers
 _IMMEDIATE = frozenset({"SessionEnd"})
 _DEBOUNCED = frozenset({"Stop", "PreCompact", "SubagentStop"})
@@ -80,7 +84,9 @@ def looks_like(sample: Sample) -> bool:
 
 def parse(text: str, name: str, source: Path | None = None) -> Trajectory:
     stats: Counter[str] = Counter()
-    records = _dedupe([_sanitize(r) for r in read_jsonl(text, stats)], stats)
+    records, repeated = unique([_sanitize(r) for r in read_jsonl(text, stats)], "uuid")
+    if repeated:
+        stats["duplicate_lines"] = repeated
     main = [r for r in records if not r.get("isSidechain")]
     side = [r for r in records if r.get("isSidechain")]
     if not any(r.get("type") in ("user", "assistant") for r in main):
@@ -117,20 +123,6 @@ def _count_other_types(records: list[dict[str, Any]], stats: Counter[str]) -> No
         stats[key[:80]] += 1
 
 
-def _dedupe(records: list[dict[str, Any]], stats: Counter[str]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
-    out = []
-    for rec in records:
-        uuid = rec.get("uuid")
-        if isinstance(uuid, str):
-            if uuid in seen:
-                stats["duplicate_lines"] += 1
-                continue
-            seen.add(uuid)
-        out.append(rec)
-    return out
-
-
 def _message(rec: dict[str, Any]) -> dict[str, Any]:
     msg = rec.get("message")
     return msg if isinstance(msg, dict) else {}
@@ -145,17 +137,16 @@ def _blocks(rec: dict[str, Any]) -> list[Any]:
 
 def _kept(records: list[dict[str, Any]], stats: Counter[str]) -> list[dict[str, Any]]:
     """The records on the kept branch, in file order (see the module docstring)."""
-    by_uuid = {r["uuid"]: r for r in records if isinstance(r.get("uuid"), str)}
-    chat = [r for r in records if r.get("type") in ("user", "assistant", "system")
-            and isinstance(r.get("uuid"), str)]
-    if not chat:
+    branch = kept_branch(
+        records, id_key="uuid", parent_keys=("parentUuid", "logicalParentUuid"),
+        is_node=lambda r: r.get("type") in ("user", "assistant", "system"),
+        continues=lambda r: r.get("subtype") == "compact_boundary",
+    )
+    if not branch.ids:
         return [r for r in records if r.get("type") in ("user", "assistant")]
-    path: set[str] = set()
-    cur: dict[str, Any] | None = chat[-1]
-    while cur is not None and cur["uuid"] not in path:
-        path.add(cur["uuid"])
-        parent = cur.get("parentUuid") or cur.get("logicalParentUuid")
-        cur = by_uuid.get(parent) if isinstance(parent, str) else None
+    if branch.bridged:
+        stats["broken_links"] += branch.bridged
+    path = branch.ids
     message_ids = {_message(r).get("id") for r in records if r.get("uuid") in path}
     message_ids.discard(None)
     call_ids: set[str] = set()
@@ -220,7 +211,9 @@ def _user(builder: Builder, rec: dict[str, Any], pending_command: bool) -> bool:
     """Handle one user line; returns whether a slash command still waits for its prompt."""
     ts = rec.get("timestamp")
     meta = bool(rec.get("isMeta"))
-    if rec.get("isCompactSummary") or rec.get("isVisibleInTranscriptOnly"):
+    if rec.get("isCompactSummary") or rec.get("isVisibleInTranscriptOnly") or (
+        as_text(_message(rec).get("content")).startswith(_SUMMARY)
+    ):  # the model's own summary of the turns before a compaction: never a task or lesson
         builder.stats["skipped_compaction"] += 1
         return pending_command
     for block in _blocks(rec):
@@ -300,33 +293,8 @@ def _inline_subagents(records: list[dict[str, Any]], name: str,
     """Older transcripts keep each Task subagent inline as an `isSidechain` chain."""
     if not records:
         return []
-    by_uuid = {r["uuid"]: r for r in records if isinstance(r.get("uuid"), str)}
-    root_of: dict[str, str] = {}
-
-    def root(rec: dict[str, Any]) -> str:
-        seen: list[str] = []
-        cur = rec
-        while True:
-            uid = cur.get("uuid")
-            if not isinstance(uid, str) or uid in seen:
-                break
-            if uid in root_of:
-                return root_of[uid]
-            seen.append(uid)
-            parent = cur.get("parentUuid")
-            if not isinstance(parent, str) or parent not in by_uuid:
-                break
-            cur = by_uuid[parent]
-        top = seen[-1] if seen else ""
-        for uid in seen:
-            root_of[uid] = top
-        return top
-
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for rec in records:
-        groups.setdefault(root(rec), []).append(rec)
     subs = []
-    for i, group in enumerate(groups.values()):
+    for i, group in enumerate(trees(records, "uuid", "parentUuid")):
         sub = Builder(FORMAT, f"{name} (subagent {i + 1})", agent="claude-code")
         group = [r for r in group if r.get("type") in ("user", "assistant", "system")]
         _emit(sub, _kept(group, sub.stats))

@@ -4,7 +4,8 @@
 `fmt`), parse it with that agent's parser (`rune_mcp.agents`), and return a `Trajectory` whose
 every string is already size-budgeted and redacted. Supported formats are `FORMATS`, one per
 agent. This package holds what every parser shares: tolerant reading and the trajectory
-builder (`base`), the size budget, redaction, tool families and episode detection.
+builder (`base`), the kept branch of a tree of records (`chain`), why a file holds no
+readable text (`sniff`), the size budget, redaction, tool families and episode detection.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from pathlib import Path
 # The module, not its names: the agents' parsers import this package's modules, so the
 # registry may still be loading when this package is (its names are read at call time).
 from rune_mcp import agents
+from rune_mcp.capture import sniff
 from rune_mcp.capture.base import decode
 from rune_mcp.errors import ParseError
 from rune_mcp.trajectory import Trajectory
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
-_MAGIC_BYTES = 64  # enough of a file's start to recognise a database
+_MAGIC_BYTES = 64  # enough of a file's start to recognise a database or a compressor
+_BLANK = " \t\r\n\ufeff\x00"
 
 __all__ = ["FORMATS", "detect_format", "parse_path", "parse_text"]
 
@@ -89,14 +92,26 @@ def parse_path(path: Path, fmt: str = "auto") -> Trajectory:
         traj = _database_trajectory(path, magic, fmt)
         if traj is not None:
             return traj
+        packed = sniff.compressed(path, magic)
+        if packed is not None:
+            raise ParseError(packed)
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"cannot read {path} ({exc.strerror or exc}).") from None
     stats: Counter[str] = Counter()
     text = decode(data, stats)
-    if fmt == "auto":
-        fmt = detect_format(text, str(path))
-    traj = agents.get(fmt).parse(text, str(path), path)
+    try:
+        if not text.strip(_BLANK):
+            raise ParseError(f"no task found in {path}: it is empty.")
+        if fmt == "auto":
+            fmt = detect_format(text, str(path))
+        traj = agents.get(fmt).parse(text, str(path), path)
+    except ParseError:
+        # Nothing readable came out: say why (binary, UTF-16, another encoding) if it is so.
+        problem = sniff.unreadable(path, data, text, stats)
+        if problem is not None:
+            raise ParseError(problem) from None
+        raise
     if stats:
         traj.stats.update(stats)
         traj.stats = dict(sorted(traj.stats.items()))

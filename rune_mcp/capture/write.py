@@ -187,6 +187,23 @@ class ClaudeWriter:
             line["parentToolUseID"] = tool_id
             self.lines.append(line)
 
+    def compact(self, summary: str, logical_parent: str | None = None) -> str:
+        """A compaction (`/compact`, or automatic): the `compact_boundary` line, a new root
+        naming the last line before it through `logicalParentUuid` (or `logical_parent`),
+        then the compact summary the conversation goes on from. Returns the summary's uuid."""
+        line = self.line("system", None)
+        line = {"parentUuid": None, "logicalParentUuid": logical_parent or self.parent,
+                **{k: v for k, v in line.items() if k != "parentUuid"}}
+        line.update({"subtype": "compact_boundary", "content": "Conversation compacted",
+                     "isMeta": False, "level": "info",
+                     "compactMetadata": {"trigger": "auto",
+                                         "preTokens": self.rng.randint(100_000, 170_000)}})
+        self.chain(line)
+        text = ("This session is being continued from a previous conversation that ran out of "
+                f"context. The summary below covers the earlier portion of the conversation.\n\n"
+                f"{summary}")
+        return self.user(text, isVisibleInTranscriptOnly=True, isCompactSummary=True)
+
     def finish(self, text: str) -> None:
         """The closing answer and the `turn_duration` line Claude Code ends a turn with."""
         self.say(text)

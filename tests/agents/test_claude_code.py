@@ -14,6 +14,7 @@ from rune_mcp.agents.base import SkipEventError
 from rune_mcp.agents.installing import is_rune_hook
 from rune_mcp.capture import parse_text
 from rune_mcp.config import Settings
+from rune_mcp.trajectory import Trajectory
 
 OTHER_HOOK = {"hooks": [{"type": "command", "command": "notify-send done"}]}
 
@@ -55,6 +56,93 @@ def test_claude_code_rewound_branch_is_dropped() -> None:
     texts = [st.text for st in traj.steps if st.kind == "assistant"]
     assert texts == ["Kept answer"]
     assert traj.stats["off_branch_lines"] == 1
+
+
+def _compacted(logical_parent: str | None = None) -> ClaudeSession:
+    """A session compacted halfway: a failing test before the compaction, the fix after."""
+    s = ClaudeSession()
+    s.user("Make the order tests pass")
+    s.bash("pytest -x tests/test_orders.py", "1 failed", is_error=True)
+    s.compact("1. The user asked to make the order tests pass. Keep going.", logical_parent)
+    s.edit("/home/dev/acme/orders.py", "connect(DSN)", "open_pool(DSN)")
+    s.bash("pytest -x tests/test_orders.py", "3 passed in 0.12s")
+    return s
+
+
+def _commands(traj: Trajectory) -> list[object]:
+    return [st.input.get("command") if st.input else None
+            for st in traj.steps if st.kind == "tool_call"]
+
+
+@pytest.mark.parametrize("logical_parent", [None, "7c642069-0000-4000-8000-00000000dead"],
+                         ids=["logical-parent-present", "logical-parent-missing"])
+def test_compacted_session_keeps_its_task_and_both_halves(logical_parent: str | None) -> None:
+    traj = parse_text(_compacted(logical_parent).text())
+    assert traj.task == "Make the order tests pass"
+    assert _commands(traj) == ["pytest -x tests/test_orders.py", None,
+                               "pytest -x tests/test_orders.py"]
+    assert [st.tool for st in traj.steps if st.kind == "tool_call"] == ["Bash", "Edit", "Bash"]
+    assert traj.stats["skipped_compaction"] == 1
+    assert traj.stats.get("broken_links") == (1 if logical_parent else None)
+    # The failure before the compaction and its fix after it make one episode.
+    (episode,) = traj.episodes
+    assert episode.fix is not None and "open_pool" in episode.fix
+
+
+def test_compaction_boundary_naming_nothing_falls_back_to_file_order() -> None:
+    s = _compacted()
+    boundary = next(line for line in s.lines if line.get("subtype") == "compact_boundary")
+    del boundary["logicalParentUuid"]
+    traj = parse_text(s.text())
+    assert traj.task == "Make the order tests pass" and len(_commands(traj)) == 3
+    assert traj.stats["broken_links"] == 1
+
+
+def test_compact_summary_is_never_a_step_task_or_lesson() -> None:
+    traj = parse_text(_compacted("no-such-line").text())
+    assert not any("continued from a previous conversation" in (st.text or "")
+                   for st in traj.steps)
+    # A summary written without `isCompactSummary` (the file a compaction started anew) is
+    # recognised by how it opens, so the request after it is the task.
+    s = ClaudeSession()
+    s.compact("The user asked for retries.")
+    for key in ("isCompactSummary", "isVisibleInTranscriptOnly"):
+        del s.lines[-1][key]
+    s.user("Now add a test for the retries")
+    s.say("Added.")
+    later = parse_text(s.text())
+    assert later.task == "Now add a test for the retries"
+    assert later.stats["skipped_compaction"] == 1
+
+
+def test_damaged_middle_line_keeps_the_task_and_both_halves() -> None:
+    s = fix_session()
+    lines = s.text().splitlines()
+    # the line carrying the edit call's result, cut short: the next line names a lost parent
+    cut = next(i for i, line in enumerate(lines) if "The file has been updated." in line)
+    lines[cut] = lines[cut][: len(lines[cut]) // 2]
+    traj = parse_text("\n".join(lines) + "\n")
+    assert traj.task == "Make the order tests pass"
+    assert traj.stats["bad_lines"] == 1 and traj.stats["broken_links"] == 1
+    assert [st.tool for st in traj.steps if st.kind == "tool_call"] == ["Bash", "Edit", "Bash"]
+    assert traj.steps[-1].text == "Fixed: orders now use open_pool."
+    assert "off_branch_lines" not in traj.stats
+
+
+def test_damaged_line_after_a_rewind_keeps_the_rewound_branch_dropped() -> None:
+    s = ClaudeSession()
+    s.user("Add a health endpoint")
+    fork = s.parent
+    s.say("Abandoned answer")
+    s.parent = fork
+    s.say("Kept answer")
+    s.bash("curl localhost/health", "ok")
+    s.say("Done.")
+    lines = s.text().splitlines()
+    lines[-2] = "{not json"  # the result of the curl call
+    traj = parse_text("\n".join(lines) + "\n")
+    texts = [st.text for st in traj.steps if st.kind == "assistant"]
+    assert texts == ["Kept answer", "Done."] and traj.task == "Add a health endpoint"
 
 
 def test_claude_code_split_message_and_duplicate_lines_merge() -> None:

@@ -2,14 +2,20 @@
 
 A corpus of 600 files is generated from valid transcripts of every format by seeded
 mutation (cut anywhere, bytes flipped, invalid UTF-8, NUL bytes, BOMs, lines of the wrong
-JSON type, a 10 MB line, shuffled lines); hypothesis adds arbitrary JSON lines.
+JSON type, a 10 MB line, shuffled lines); hypothesis adds arbitrary JSON lines. Files that hold
+no readable text (compressed, binary, UTF-16, another encoding) say so rather than "empty",
+and a first line of 50 MB is still read as a record.
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import json
+import lzma
 import random
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -120,3 +126,69 @@ def test_arbitrary_json_lines_never_crash(values: list[object], fmt: str) -> Non
 def test_degenerate_texts_are_parse_errors(text: str) -> None:
     with pytest.raises(ParseError):
         parse_text(text)
+
+
+def test_fifty_megabyte_first_line_is_detected_from_the_whole_record(tmp_path: Path) -> None:
+    session = fix_session()
+    session.lines[0]["message"]["content"] = "Make the order tests pass\n" + "log " * (13 * 2**20)
+    path = tmp_path / "long-first-line.jsonl"
+    path.write_text(session.text())
+    assert path.stat().st_size > 50 * 2**20
+    traj = parse_path(path)
+    assert traj.format == "claude-code" and traj.task.startswith("Make the order tests pass")
+    assert len(traj.episodes) == 1
+
+
+def _packed(kind: str, data: bytes, path: Path) -> None:
+    if kind == "gzip":
+        path.write_bytes(gzip.compress(data))
+    elif kind == "bzip2":
+        path.write_bytes(bz2.compress(data))
+    elif kind == "xz":
+        path.write_bytes(lzma.compress(data))
+    elif kind == "zstd":  # no zstd in the standard library: a frame header is what is read
+        path.write_bytes(b"\x28\xb5\x2f\xfd\x24\x00" + data[:32])
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("session.jsonl", data)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zstd", "zip"])
+@pytest.mark.parametrize("fmt", ["auto", "claude-code"])
+def test_compressed_transcript_is_named_compressed_not_empty(
+    tmp_path: Path, kind: str, fmt: str
+) -> None:
+    path = tmp_path / "session.jsonl.packed"
+    _packed(kind, fix_session().text().encode(), path)
+    with pytest.raises(ParseError) as caught:
+        parse_path(path, fmt)
+    message = str(caught.value)
+    assert (f"is {kind}-compressed" in message if kind != "zip" else "is a zip archive" in message)
+    assert "unpack it first" in message and "empty" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"caf\xe9 cr\xe8me\n\xe0 la carte\n", r"is not UTF-8 text \(2 of its lines"),
+    ("{\"type\": \"user\"}\n".encode("utf-16"), "is UTF-16 text, not UTF-8"),
+    ("{\"type\": \"user\"}\n".encode("utf-16-le") * 3, "is UTF-16 text, not UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "is a binary file"),
+    (b"\x00" * 4096, "is a binary file"),
+])
+def test_unreadable_file_names_the_real_problem(tmp_path: Path, data: bytes,
+                                                expected: str) -> None:
+    path = tmp_path / "session.jsonl"
+    path.write_bytes(data)
+    for fmt in ("auto", "claude-code"):
+        with pytest.raises(ParseError, match=expected) as caught:
+            parse_path(path, fmt)
+        assert "empty" not in str(caught.value) and "cannot tell" not in str(caught.value)
+
+
+def test_text_that_is_no_transcript_still_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"just prose\nwith one caf\xe9 line\nand more prose\n")
+    with pytest.raises(ParseError, match="cannot tell the format"):
+        parse_path(path)
+    path.write_bytes(b" \n\n")
+    with pytest.raises(ParseError, match="no task found in .*: it is empty"):
+        parse_path(path)

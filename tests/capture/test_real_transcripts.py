@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,14 +12,16 @@ import pytest
 from rune_mcp.capture import parse_path
 from rune_mcp.trajectory import Trajectory
 
+MAROT = "claude-code/marot-spotter/258c7280-ae70-4798-800f-63464d01a85d.jsonl"
+COMPACTED_AT = "2026-02-11T21:18:41.543Z"  # the session's one compact_boundary (auto)
+
 
 def _kinds(traj: Trajectory) -> Counter[str]:
     return Counter(s.kind for s in traj.steps)
 
 
 def test_claude_code_2_1_session_with_subagents_and_compaction(transcripts_dir: Path) -> None:
-    path = transcripts_dir / "claude-code/marot-spotter/258c7280-ae70-4798-800f-63464d01a85d.jsonl"
-    traj = parse_path(path)
+    traj = parse_path(transcripts_dir / MAROT)
     assert traj.format == "claude-code"
     assert traj.task == "Implement spotter-gqc"
     assert traj.session_id == "258c7280-ae70-4798-800f-63464d01a85d"
@@ -37,6 +41,62 @@ def test_claude_code_2_1_session_with_subagents_and_compaction(transcripts_dir: 
     assert traj.subagents[0].task.startswith("What is the output contract for Claude Code hooks")
     assert traj.final_actions and all(traj.steps[i].kind == "tool_call"
                                       for i in traj.final_actions)
+
+
+def _halves(traj: Trajectory) -> tuple[int, int]:
+    """Tool calls before and after the compaction."""
+    calls = [s.timestamp or "" for s in traj.steps if s.kind == "tool_call"]
+    return sum(t < COMPACTED_AT for t in calls), sum(t > COMPACTED_AT for t in calls)
+
+
+def test_compacted_real_session_keeps_its_task_and_both_halves(transcripts_dir: Path) -> None:
+    traj = parse_path(transcripts_dir / MAROT)
+    assert traj.task == "Implement spotter-gqc"  # asked before the compaction
+    assert _halves(traj) == (124, 62)
+    assert not any("continued from a previous conversation" in (s.text or "")
+                   for s in traj.steps)  # the compact summary is neither a step nor the task
+    assert "broken_links" not in traj.stats  # this boundary names a line the file holds
+
+
+def _variant(transcripts_dir: Path, tmp_path: Path, edit: Callable[[list[str]], None]) -> Path:
+    """The real session with its lines edited (its subagents left behind)."""
+    lines = (transcripts_dir / MAROT).read_text(encoding="utf-8").splitlines()
+    edit(lines)
+    path = tmp_path / "session.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_real_compaction_naming_a_missing_line_falls_back_to_file_order(
+    transcripts_dir: Path, tmp_path: Path
+) -> None:
+    def lose_logical_parent(lines: list[str]) -> None:
+        i = next(i for i, line in enumerate(lines) if '"compact_boundary"' in line)
+        record = json.loads(lines[i])
+        record["logicalParentUuid"] = "00000000-0000-4000-8000-000000000000"
+        lines[i] = json.dumps(record)
+
+    traj = parse_path(_variant(transcripts_dir, tmp_path, lose_logical_parent))
+    assert traj.task == "Implement spotter-gqc" and _halves(traj) == (124, 62)
+    assert traj.stats["broken_links"] == 1
+
+
+def test_real_session_with_a_damaged_middle_line_keeps_everything_else(
+    transcripts_dir: Path, tmp_path: Path
+) -> None:
+    whole = parse_path(transcripts_dir / MAROT)
+
+    def damage(lines: list[str]) -> None:
+        # an assistant text line halfway through the first half, cut short
+        i = next(i for i, line in enumerate(lines[600:], 600)
+                 if '"type":"assistant"' in line and '"type":"text"' in line)
+        lines[i] = lines[i][:200]
+
+    traj = parse_path(_variant(transcripts_dir, tmp_path, damage))
+    assert traj.task == whole.task and traj.stats["bad_lines"] == 1
+    assert traj.stats["broken_links"] == 1
+    assert _halves(traj) == _halves(whole)
+    assert len(traj.steps) == len(whole.steps) - 1  # only the damaged line's text is gone
 
 
 def test_claude_code_slash_command_task_comes_from_its_prompt(transcripts_dir: Path) -> None:
@@ -101,6 +161,6 @@ def test_every_transcript_parses_round_trips_and_has_a_stable_id(transcripts_dir
 def test_wrong_forced_format_is_a_clear_error_not_a_crash(transcripts_dir: Path, fmt: str) -> None:
     from rune_mcp.errors import ParseError
 
-    path = transcripts_dir / "claude-code/marot-spotter/258c7280-ae70-4798-800f-63464d01a85d.jsonl"
+    path = transcripts_dir / MAROT
     with pytest.raises(ParseError, match="no task found"):
         parse_path(path, fmt)
