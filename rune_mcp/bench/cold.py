@@ -67,6 +67,9 @@ def register(sub: Any) -> None:
                    help="use the configured cache folder instead of a new, empty one")
     p.add_argument("--commands", default=",".join(TARGETS_S),
                    help="which of run, recall, hook to time (comma-separated; default all)")
+    p.add_argument("--source", type=Path, metavar="DIR",
+                   help="time the rune_mcp package in DIR (another checkout, e.g. an older "
+                        "commit) instead of this one, on the same library")
     p.add_argument("--json", nargs="?", const="-", metavar="OUT",
                    help="write JSON to OUT (stdout when OUT is omitted)")
     p.set_defaults(func=run)
@@ -112,9 +115,13 @@ def _random_peft(folder: Path, layers: int, hidden: int) -> Path:
     return folder
 
 
-def command_env(settings: Settings, home: Path, cache: Path, transcripts: Path) -> dict[str, str]:
-    """The environment of a timed command: this process's models, the throw-away library."""
+def command_env(settings: Settings, home: Path, cache: Path, transcripts: Path,
+                source: Path | None = None) -> dict[str, str]:
+    """The environment of a timed command: this process's models, the throw-away library,
+    and with `source` that checkout's rune_mcp ahead of the installed one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNE_")}
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), *filter(None, [env.get("PYTHONPATH")])])
     for field in CARRIED:
         value = getattr(settings, field)
         env[f"RUNE_{field.upper()}"] = "" if value is None else str(value)
@@ -135,11 +142,13 @@ def _commands(transcript: Path) -> dict[str, tuple[list[str], str | None]]:
     }
 
 
-def time_command(args: list[str], stdin: str | None, env: dict[str, str]) -> tuple[float, str]:
-    """Wall seconds of `python -m rune_mcp ARGS` from start to exit, and its stdout."""
+def time_command(args: list[str], stdin: str | None, env: dict[str, str], cwd: Path
+                 ) -> tuple[float, str]:
+    """Wall seconds of `python -m rune_mcp ARGS` from start to exit, and its stdout. `cwd` is
+    a folder without a rune_mcp in it (`-m` puts the working folder first on the path)."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "rune_mcp", *args], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
+                          cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         from rune_mcp.errors import RuneError
@@ -194,7 +203,8 @@ def sleeping_worker(queue: Any, transcript: Path) -> Iterator[None]:
 
 def run_bench(settings: Settings, repeat: int, adapters: int, shared_cache: bool,
               commands: Sequence[str] = tuple(TARGETS_S),
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None,
+              source: Path | None = None) -> dict[str, Any]:
     """Time each of `commands` (`run`, `recall`, `hook`) `repeat + 1` times; see the module."""
     from rune_mcp.distill.queue import JobQueue
 
@@ -209,7 +219,7 @@ def run_bench(settings: Settings, repeat: int, adapters: int, shared_cache: bool
         transcript = transcripts / "session.jsonl"
         shutil.copyfile(Path(__file__).parents[1] / "data" / "sample_session.jsonl", transcript)
         env = command_env(settings, home, settings.cache_dir if shared_cache else root / "cache",
-                          transcripts)
+                          transcripts, source)
         queue = JobQueue(settings.with_overrides(home=home, idle_seconds=JOB_DELAY_S))
         with sleeping_worker(queue, transcript):
             seconds, checks = time_rounds(commands, transcript, env, repeat, say)
@@ -227,6 +237,7 @@ def run_bench(settings: Settings, repeat: int, adapters: int, shared_cache: bool
         result["hook_started_no_worker"] = worker_pid == os.getpid()
     return {**result, "library": library, "repeat": repeat,
             "cache": "shared" if shared_cache else "fresh", "cpu_count": os.cpu_count(),
+            "source": str(source) if source else None,
             "load_average": {"before": round(load_before, 2),
                              "after": round(os.getloadavg()[0], 2)}}
 
@@ -242,7 +253,7 @@ def time_rounds(commands: Sequence[str], transcript: Path, env: dict[str, str], 
         say(f"round {round_no + 1} of {repeat + 1}" + (" (fills the caches)" if round_no == 0 else ""))
         for name, (args, stdin) in _commands(transcript).items():
             if name in seconds:
-                took, stdout = time_command(args, stdin, env)
+                took, stdout = time_command(args, stdin, env, transcript.parent)
                 seconds[name].append(took)
                 checks[name].append(check_output(name, stdout))
     return seconds, checks
@@ -283,8 +294,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not commands or set(commands) - set(TARGETS_S):
         raise UsageError(f"--commands takes names among {', '.join(TARGETS_S)}; "
                          f"got {args.commands!r}.")
+    if args.source is not None and not (args.source / "rune_mcp" / "__init__.py").is_file():
+        raise UsageError(f"--source {args.source} holds no rune_mcp package; give the folder "
+                         "of a Rune checkout.")
     result = run_bench(settings, args.repeat, args.adapters, args.shared_cache, commands,
-                       lambda message: print(f"rune: {message}", file=sys.stderr, flush=True))
+                       lambda message: print(f"rune: {message}", file=sys.stderr, flush=True),
+                       args.source)
     if args.json == "-":
         emit_json(result)
         return 0
