@@ -5,7 +5,9 @@ agree if the exported tensors land exactly where llama.cpp expects them: PEFT's 
 B (out x r) go in as they are, named `blk.{i}.<gguf module>.weight.lora_a/lora_b`, and on
 llama-architecture bases the rows of B for `attn_q` and `attn_k` get the same per-head
 permutation the GGUF converter applied to the base's q and k weights. Without it the adapter
-still loads but mostly adds noise (logit correlation with PEFT 0.33 instead of 0.90+).
+still loads but mostly adds noise (logit correlation with PEFT 0.33 instead of 0.90+). Qwen2,
+Qwen3 and Gemma 3 bases keep transformers' row order, so their B goes in unchanged; any other
+architecture is refused (rune_mcp.architectures says why).
 
 Only safetensors are read; the GGUF appears by an atomic rename, complete or not at all.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rune_mcp.architectures import ARCHITECTURES, architecture
 from rune_mcp.basemodel import BaseModelInfo
 from rune_mcp.errors import InputError
 from rune_mcp.fsutil import fsync_dir
@@ -43,7 +46,7 @@ GGUF_MODULES = {
     "down_proj": "ffn_down",
 }
 # Architectures whose GGUF converter permutes q/k rows per head (convert_hf_to_gguf's LlamaModel).
-PERMUTED_ARCHS = frozenset({"llama"})
+PERMUTED_ARCHS = frozenset(a.name for a in ARCHITECTURES.values() if a.permute_qk)
 
 _KEY = re.compile(
     r"(?:^|\.)layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<module>\w+)\.lora_(?P<ab>[AB])\.weight$"
@@ -125,6 +128,7 @@ def gguf_tensors(
     tensors: dict[tuple[int, str, str], np.ndarray[Any, Any]], base: BaseModelInfo, rank: int
 ) -> list[tuple[str, np.ndarray[Any, Any]]]:
     """Named lora_a/lora_b arrays in llama.cpp's layout, checked against the base's shape."""
+    architecture(base.architecture, base.path)
     pairs = sorted({(layer, module) for layer, module, _ in tensors})
     named: list[tuple[str, np.ndarray[Any, Any]]] = []
     for layer, module in pairs:
@@ -147,10 +151,11 @@ def gguf_tensors(
 def _fits(module: str, a: tuple[int, ...], b: tuple[int, ...], base: BaseModelInfo,
           rank: int) -> bool:
     """Whether A (r x in) and B (out x r) have the shapes this module has in `base`."""
-    hidden = base.embedding_length
-    kv = base.n_head_kv * hidden // max(base.n_head, 1)
-    want_in = {"down_proj": None}.get(module, hidden)  # the MLP width is not in BaseModelInfo
-    want_out = {"k_proj": kv, "v_proj": kv, "gate_proj": None, "up_proj": None}.get(module, hidden)
+    hidden, ff = base.embedding_length, base.n_ff or None  # an unknown MLP width is not checked
+    q, kv = base.n_head * base.head_dim, base.n_head_kv * base.head_dim
+    want_in = {"o_proj": q, "down_proj": ff}.get(module, hidden)
+    want_out = {"q_proj": q, "k_proj": kv, "v_proj": kv, "gate_proj": ff,
+                "up_proj": ff}.get(module, hidden)
     return (a[0] == rank and b[1] == rank and want_in in (None, a[1])
             and want_out in (None, b[0]))
 

@@ -101,9 +101,21 @@ def load_base(settings: Settings, model_dir: Path, method: str | None = None) ->
     return Loaded(model, tokenizer, method, device, time.monotonic() - start)
 
 
+def _check_targets(targets: Sequence[str]) -> None:
+    """Only modules a llama.cpp LoRA can name may get LoRA weights: anything else would train
+    for minutes and then fail to export."""
+    from rune_mcp.distill.gguf import GGUF_MODULES
+
+    unservable = [name for name in targets if name not in GGUF_MODULES]
+    if unservable:
+        raise TrainingError(f"target_modules {unservable} cannot be served by llama.cpp; "
+                            f"choose among {list(GGUF_MODULES)}.")
+
+
 def _peft_model(settings: Settings, loaded: Loaded) -> Any:
     from peft import LoraConfig, get_peft_model
 
+    _check_targets(settings.target_modules)
     model = loaded.model
     if loaded.method == "qlora":
         from peft import prepare_model_for_kbit_training
