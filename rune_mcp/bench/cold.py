@@ -67,9 +67,6 @@ def register(sub: Any) -> None:
                    help="use the configured cache folder instead of a new, empty one")
     p.add_argument("--commands", default=",".join(TARGETS_S),
                    help="which of run, recall, hook to time (comma-separated; default all)")
-    p.add_argument("--source", type=Path, metavar="DIR",
-                   help="time the rune_mcp package in DIR (another checkout, e.g. an older "
-                        "commit) instead of this one, on the same library")
     p.add_argument("--json", nargs="?", const="-", metavar="OUT",
                    help="write JSON to OUT (stdout when OUT is omitted)")
     p.set_defaults(func=run)
@@ -115,13 +112,9 @@ def _random_peft(folder: Path, layers: int, hidden: int) -> Path:
     return folder
 
 
-def command_env(settings: Settings, home: Path, cache: Path, transcripts: Path,
-                source: Path | None = None) -> dict[str, str]:
-    """The environment of a timed command: this process's models, the throw-away library,
-    and with `source` that checkout's rune_mcp ahead of the installed one."""
+def command_env(settings: Settings, home: Path, cache: Path, transcripts: Path) -> dict[str, str]:
+    """The environment of a timed command: this process's models, the throw-away library."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNE_")}
-    if source is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(source), *filter(None, [env.get("PYTHONPATH")])])
     for field in CARRIED:
         value = getattr(settings, field)
         env[f"RUNE_{field.upper()}"] = "" if value is None else str(value)
@@ -203,8 +196,7 @@ def sleeping_worker(queue: Any, transcript: Path) -> Iterator[None]:
 
 def run_bench(settings: Settings, repeat: int, adapters: int, shared_cache: bool,
               commands: Sequence[str] = tuple(TARGETS_S),
-              progress: Callable[[str], None] | None = None,
-              source: Path | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Time each of `commands` (`run`, `recall`, `hook`) `repeat + 1` times; see the module."""
     from rune_mcp.distill.queue import JobQueue
 
@@ -219,7 +211,7 @@ def run_bench(settings: Settings, repeat: int, adapters: int, shared_cache: bool
         transcript = transcripts / "session.jsonl"
         shutil.copyfile(Path(__file__).parents[1] / "data" / "sample_session.jsonl", transcript)
         env = command_env(settings, home, settings.cache_dir if shared_cache else root / "cache",
-                          transcripts, source)
+                          transcripts)
         queue = JobQueue(settings.with_overrides(home=home, idle_seconds=JOB_DELAY_S))
         with sleeping_worker(queue, transcript):
             seconds, checks = time_rounds(commands, transcript, env, repeat, say)
@@ -237,7 +229,6 @@ def run_bench(settings: Settings, repeat: int, adapters: int, shared_cache: bool
         result["hook_started_no_worker"] = worker_pid == os.getpid()
     return {**result, "library": library, "repeat": repeat,
             "cache": "shared" if shared_cache else "fresh", "cpu_count": os.cpu_count(),
-            "source": str(source) if source else None,
             "load_average": {"before": round(load_before, 2),
                              "after": round(os.getloadavg()[0], 2)}}
 
@@ -294,12 +285,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not commands or set(commands) - set(TARGETS_S):
         raise UsageError(f"--commands takes names among {', '.join(TARGETS_S)}; "
                          f"got {args.commands!r}.")
-    if args.source is not None and not (args.source / "rune_mcp" / "__init__.py").is_file():
-        raise UsageError(f"--source {args.source} holds no rune_mcp package; give the folder "
-                         "of a Rune checkout.")
     result = run_bench(settings, args.repeat, args.adapters, args.shared_cache, commands,
-                       lambda message: print(f"rune: {message}", file=sys.stderr, flush=True),
-                       args.source)
+                       lambda message: print(f"rune: {message}", file=sys.stderr, flush=True))
     if args.json == "-":
         emit_json(result)
         return 0
