@@ -1,4 +1,12 @@
-"""`rune doctor`: can Rune run here, and if not, the one thing to do about each problem."""
+"""`rune doctor`: can Rune run here, and if not, the one thing to do about each problem.
+
+Besides the environment (Python, the native libraries, the models, RUNE_HOME) it checks Rune's
+own state: the job queue and the watcher's state (SQLite, every page read) and the adapter
+index (its folders, and the integrity of Chroma's database), and names every file that was
+found damaged and moved aside. `rune doctor --repair` (`repair`) moves a damaged one aside and
+starts it afresh, copying in the jobs still readable and rebuilding the index from the
+manifests; adapters themselves are never touched (`rune adapters verify` checks them).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rune_mcp.basemodel import is_derived, resolve_base
 from rune_mcp.config import Settings
 from rune_mcp.errors import RuneError
+from rune_mcp.fsutil import locked
+from rune_mcp.heal import LOCK_TIMEOUT_S, StateFile, diagnose, heal
+from rune_mcp.quarantine import Quarantined, quarantined
 
 
 @dataclass
@@ -93,7 +105,8 @@ def check_home(settings: Settings) -> Check:
     return Check("RUNE_HOME", True, f"{settings.home} (writable)")
 
 
-def run_checks(settings: Settings) -> list[Check]:
+def environment(settings: Settings) -> list[Check]:
+    """Python, the libraries, the models and RUNE_HOME."""
     steps: list[Callable[[], Check]] = [
         check_python,
         check_torch,
@@ -110,3 +123,98 @@ def run_checks(settings: Settings) -> list[Check]:
     ]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return [step() for step in steps]
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    return environment(settings) + check_state(settings)
+
+
+# --- Rune's own state ---------------------------------------------------------------------
+
+
+def state_files(settings: Settings) -> list[tuple[str, StateFile]]:
+    """The SQLite state files, each with the name its check has."""
+    from rune_mcp.distill.job import queue_file
+    from rune_mcp.distill.queue import DB_NAME
+    from rune_mcp.watch.sessions import SESSIONS_SCHEMA
+    from rune_mcp.watch.tail import STATE_DB, state_file
+
+    return [
+        ("job queue", queue_file(settings.home / DB_NAME)),
+        ("watcher state", state_file(settings.home / STATE_DB, SESSIONS_SCHEMA)),
+    ]
+
+
+def _index(settings: Settings) -> Any:
+    from rune_mcp.library.index import AdapterIndex
+    from rune_mcp.library.library import INDEX_DIR
+
+    return AdapterIndex(settings.home / INDEX_DIR, settings.chroma_url, "")
+
+
+def check_state_file(name: str, state: StateFile) -> Check:
+    if not os.path.lexists(state.path):
+        return Check(name, True, f"{state.path} (not created yet)")
+    with locked(state.lock, timeout=LOCK_TIMEOUT_S):  # no connection opens while it is read
+        reason = diagnose(state)
+    if reason is None:
+        return Check(name, True, str(state.path))
+    keeps = (f"copies the {state.noun} still readable into a new file" if state.keep
+             else f"starts it afresh: {state.cost}")
+    return Check(name, False, f"{state.what} is damaged ({reason}).",
+                 f"run `rune doctor --repair`; it moves the file aside and {keeps}")
+
+
+def check_index(settings: Settings) -> Check:
+    if settings.chroma_url:
+        return Check("adapter index", True, f"on the Chroma server at {settings.chroma_url}")
+    reason = _index(settings).damage()
+    if reason is None:
+        return Check("adapter index", True, str(settings.home / "index"))
+    return Check("adapter index", False, f"the adapter index is damaged ({reason}).",
+                 "run `rune doctor --repair`; it moves the index aside and rebuilds it from "
+                 "the adapters' manifests, which lose nothing")
+
+
+def check_quarantined(moved: Quarantined) -> Check:
+    return Check("quarantined", False, moved.sentence(), required=False)
+
+
+def check_state(settings: Settings) -> list[Check]:
+    """The state files, the index, and every damaged file moved aside so far."""
+    checks = [check_state_file(name, state) for name, state in state_files(settings)]
+    checks.append(check_index(settings))
+    return checks + [check_quarantined(q) for q in quarantined(settings.home)]
+
+
+def repair(settings: Settings) -> list[str]:
+    """Move every damaged state file aside and start it afresh; one sentence per repair.
+
+    Each is checked again under its lock first, so a file another process repaired meanwhile,
+    or a healthy one, is left alone.
+    """
+    done = []
+    for _name, state in state_files(settings):
+        moved = heal(state)
+        if moved is not None:
+            done.append(moved.sentence())
+    return done + _repair_index(settings)
+
+
+def _repair_index(settings: Settings) -> list[str]:
+    from rune_mcp.library import Library
+    from rune_mcp.library.library import LOCK_FILE
+
+    index = _index(settings)
+    with locked(settings.home / LOCK_FILE):
+        reason = index.damage()
+        if reason is None:
+            return []
+        moved: list[Quarantined] = index.set_aside(reason)
+    done = [m.sentence() for m in moved]
+    try:
+        with Library.open(settings) as library:
+            count = library.reindex()
+    except RuneError as exc:
+        return [*done, f"the adapter index will be rebuilt on first use ({exc})"]
+    return [*done, f"the adapter index was rebuilt from the manifests of {count} adapter(s)."]

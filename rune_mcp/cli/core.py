@@ -18,6 +18,8 @@ def register(sub: Any) -> None:
 
     doctor = sub.add_parser("doctor", help="check that Rune can run on this machine")
     doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.add_argument("--repair", action="store_true",
+                        help="move damaged state files aside and start them afresh")
     doctor.set_defaults(func=doctor_cmd)
 
     demo = sub.add_parser("demo", help="run Rune's main loop on the embedded default model")
@@ -35,13 +37,21 @@ def config_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def doctor_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp.doctor import run_checks
+    from rune_mcp.doctor import repair, run_checks
+    from rune_mcp.quarantine import quarantined
 
+    repaired = repair(settings) if args.repair else []
     checks = run_checks(settings)
     ok = all(c.ok for c in checks if c.required)
     if args.json:
-        emit_json({"ok": ok, "checks": [c.to_dict() for c in checks]})
+        out: dict[str, Any] = {"ok": ok, "checks": [c.to_dict() for c in checks],
+                               "quarantined": [q.to_dict() for q in quarantined(settings.home)]}
+        if args.repair:
+            out["repaired"] = repaired
+        emit_json(out)
     else:
+        if args.repair:
+            print("\n".join(f"repaired: {line}" for line in repaired) or "nothing to repair.")
         for c in checks:
             mark = "ok " if c.ok else ("FAIL" if c.required else "warn")
             print(f"[{mark}] {c.name}: {c.detail}")

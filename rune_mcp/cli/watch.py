@@ -101,4 +101,6 @@ def watch_status_text(status: dict[str, Any]) -> str:
     if status["recent_sessions"]:
         lines.append(table(status["recent_sessions"],
                            ["transcript", "agent", "state", "reason", "job_id"], width=50))
+    if status.get("error"):
+        lines.append(f"problem: {status['error']}")
     return "\n".join(lines)

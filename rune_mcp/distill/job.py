@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rune_mcp.heal import StateFile
+
 SCHEMA_VERSION = 1
 JobState = Literal["queued", "running", "done", "failed"]
 STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed")
@@ -47,6 +49,21 @@ CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, not_before);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, created);
 CREATE INDEX IF NOT EXISTS jobs_trajectory ON jobs (trajectory_id);
 """
+
+
+def queue_file(path: Path) -> StateFile:
+    """The queue's file as `rune_mcp.heal` sees it: a damaged one is moved aside and every
+    job still readable is copied into the fresh one (queued jobs carry their trajectory)."""
+    return StateFile(
+        path=path,
+        what=f"the job queue {path}",
+        schema=JOBS_SCHEMA,
+        version=SCHEMA_VERSION,
+        fix="upgrade Rune.",
+        keep=("jobs", "meta"),
+        noun="jobs",
+        cost="queue those sessions again with `rune jobs add PATH`",
+    )
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rune_mcp import sqlite
+from rune_mcp import heal, sqlite
 from rune_mcp.config import Settings
 from rune_mcp.distill.job import (
-    JOBS_SCHEMA,
     MAX_BACKOFF_S,
     SCHEMA_VERSION,
     SOURCES,
@@ -45,6 +44,7 @@ from rune_mcp.distill.job import (
     backoff_seconds,
     brief,
     job_from_row,
+    queue_file,
 )
 from rune_mcp.distill.worker import PERMANENT_ERRORS, Worker, start_worker_thread
 from rune_mcp.errors import InputError, UsageError
@@ -83,15 +83,17 @@ class JobQueue:
         self.backoff_s = backoff_s
         self.db_path = settings.home / DB_NAME
         self.lock_path = settings.home / LOCK_NAME
+        self.state = queue_file(self.db_path)
         settings.home.mkdir(parents=True, exist_ok=True)
         self._init_db()
 
     # --- storage ------------------------------------------------------------------------
 
-    def connect(self) -> contextlib.closing[sqlite3.Connection]:
+    def connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A short-lived connection (closed on leaving the `with`): every process opens its
-        own, so none is shared across threads."""
-        return contextlib.closing(sqlite.connect(self.db_path, what=f"the job queue {self.db_path}"))
+        own, so none is shared across threads. A damaged page met by a query raises
+        `StateDamaged`, which names the file and `rune doctor --repair`."""
+        return sqlite.guarded(heal.connect(self.state), what=self.state.what)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -101,11 +103,8 @@ class JobQueue:
             yield conn
 
     def _init_db(self) -> None:
-        with self.connect() as conn:
-            sqlite.ensure_schema(
-                conn, JOBS_SCHEMA, SCHEMA_VERSION, what=f"the job queue {self.db_path}",
-                fix="upgrade Rune.",
-            )
+        # A file found damaged here is moved aside and its readable jobs kept (`rune_mcp.heal`).
+        heal.open_state(self.state).close()
 
     def work(
         self,

@@ -4,7 +4,9 @@ By default Chroma runs embedded (`PersistentClient` under `<RUNE_HOME>/index/chr
 `chroma_url` set it talks to a Chroma server (`chroma run`) through `HttpClient`. Embeddings
 are always passed in explicitly: Chroma's own default embedding function would download a
 model. Nothing here is precious: a missing, corrupt or outdated index is rebuilt from the
-manifests. Beside Chroma's files live two of ours: `state.json` (which embedder built the
+manifests; a damaged one (Chroma cannot open it, or a file stands where its folder should be)
+is first moved aside, never deleted (`rune_mcp/quarantine.py`), so what broke can be looked
+at. Beside Chroma's files live two of ours: `state.json` (which embedder built the
 index, and a generation number bumped by every change, so other processes know to reload an
 embedded index) and `dirty` (present while a writer is changing the library; if a writer dies,
 the next one finds it and repairs the index).
@@ -16,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ from urllib.parse import urlparse
 
 from rune_mcp.errors import ConfigError, LibraryError
 from rune_mcp.fsutil import atomic_write_json, fsync_dir
+from rune_mcp.heal import integrity
+from rune_mcp.quarantine import Quarantined, quarantine
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ class AdapterIndex:
         self._client: Any = None
         self._collection: Any = None
         self._generation = -1
+        self._epoch: Any = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -111,6 +117,12 @@ class AdapterIndex:
         except LibraryError:
             self.close()
             raise
+        except ImportError as exc:  # a broken install, not a broken index: leave it be
+            self.close()
+            raise LibraryError(
+                f"chromadb cannot be imported ({exc}); reinstall it with "
+                "`pip install --force-reinstall chromadb`."
+            ) from exc
         except Exception as exc:  # any failure of Chroma's own files means: rebuild
             self.close()
             if self.chroma_url:  # a server that does not answer is not a corrupt index
@@ -118,10 +130,14 @@ class AdapterIndex:
                     f"cannot use the Chroma server at {self.chroma_url} ({exc}); start it with "
                     "`chroma run` or unset RUNE_CHROMA_URL to use the embedded index."
                 ) from exc
+            self.set_aside(f"Chroma could not open it: {exc}")
             raise IndexUnusable(f"the index could not be opened ({exc})") from exc
         if not state:
-            self._write_state({"embedder": embedder_name, "dim": dim, "generation": 0})
-        self._generation = int(self._state().get("generation", 0))
+            self._write_state({"embedder": embedder_name, "dim": dim, "generation": 0,
+                               "epoch": secrets.token_hex(8)})
+        state = self._state()
+        self._generation = int(state.get("generation", 0))
+        self._epoch = state.get("epoch")
 
     def _make_client(self) -> Any:
         if self.chroma_url:
@@ -131,6 +147,42 @@ class AdapterIndex:
         path = self.folder / CHROMA_DIR
         path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
+
+    def damage(self) -> str | None:
+        """Why the embedded index's files are damaged, as far as can be told without opening
+        Chroma (for `rune doctor`): a file where a folder should be, or a Chroma database that
+        fails SQLite's integrity check. None when nothing is wrong, or for a Chroma server."""
+        if self.chroma_url:
+            return None
+        for place in (self.folder, self.folder / CHROMA_DIR):
+            if os.path.lexists(place) and not place.is_dir():
+                return f"{place} is a file where a folder should be"
+        db = self.folder / CHROMA_DIR / "chroma.sqlite3"
+        if not db.exists():
+            return None
+        found = integrity(db)
+        return None if found is None else f"its Chroma database {db}: {found}"
+
+    def set_aside(self, reason: str) -> list[Quarantined]:
+        """Move a damaged embedded index aside (caller holds the library lock); the next open
+        starts an empty one, which the library fills from the manifests."""
+        moved: list[Quarantined] = []
+        if self.chroma_url:
+            return moved
+        self.close()
+        outcome = ("a new index is built from the adapters' manifests in its place, so nothing "
+                   "is lost (the index holds only what they say)")
+        if os.path.lexists(self.folder) and not self.folder.is_dir():
+            moved.append(quarantine(self.folder, what="the adapter index folder",
+                                    reason=reason, outcome=outcome))
+        elif os.path.lexists(self.folder / CHROMA_DIR):
+            moved.append(quarantine(self.folder / CHROMA_DIR, what="the adapter index",
+                                    reason=reason, outcome=outcome))
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (self.folder / STATE_FILE).unlink()
+        for item in moved:
+            log.warning("%s", item.sentence())
+        return moved
 
     def close(self) -> None:
         """Drop the client; an embedded one is evicted from Chroma's per-path cache so the
@@ -142,10 +194,14 @@ class AdapterIndex:
         _evict_embedded(client, self.folder / CHROMA_DIR)
 
     def stale(self) -> bool:
-        """True when another process changed an embedded index since we loaded it."""
+        """True when another process changed an embedded index since we loaded it, or built
+        a new one in its place (a new epoch: the generation starts again at 0)."""
         if self.chroma_url or self._collection is None:
             return False
-        return int(self._state().get("generation", 0)) != self._generation
+        state = self._state()
+        return (int(state.get("generation", 0)), state.get("epoch")) != (
+            self._generation, self._epoch
+        )
 
     def refresh(self) -> None:
         """Reload an embedded index another process changed (caller holds the lock)."""
@@ -164,9 +220,9 @@ class AdapterIndex:
         if not self.chroma_url:
             import shutil
 
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 shutil.rmtree(self.folder / CHROMA_DIR)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (self.folder / STATE_FILE).unlink()
 
     def reset(self) -> None:

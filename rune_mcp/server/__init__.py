@@ -169,7 +169,7 @@ def serve(
 ) -> int:
     """Run the server until the client disconnects (stdio) or the process is stopped (HTTP)."""
     server = build_server(settings, roots)
-    if server.rune.queue().counts()["queued"]:
+    if server.rune.has_queued():
         server.rune.kick_worker()  # jobs left by a closed editor or a hook: pick them up
     if not http:
         log.info("rune serve: stdio")

@@ -6,6 +6,7 @@ queue never loads Chroma or the base model.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,9 +17,18 @@ import anyio.to_thread
 
 from rune_mcp import __version__
 from rune_mcp.config import Settings
-from rune_mcp.distill.queue import JobQueue, start_worker_thread
+from rune_mcp.distill.queue import STATES, JobQueue, start_worker_thread
 from rune_mcp.errors import RuneError
+from rune_mcp.quarantine import quarantined
 from rune_mcp.server.models import StatusResult
+
+log = logging.getLogger(__name__)
+
+# What the status shows of a queue it cannot read.
+_NO_QUEUE: dict[str, Any] = {
+    "counts": dict.fromkeys(STATES, 0),
+    "running": [], "queued": [], "recent_failures": [], "worker": {"active": False},
+}
 
 
 class Rune:
@@ -63,6 +73,15 @@ class Rune:
                 self._library = Library.open(self.settings)
             return self._library
 
+    def has_queued(self) -> bool:
+        """Whether jobs wait in the queue; a queue that cannot be read says no (and why, in
+        the log), so that `rune serve` still starts and `memory_status` names the problem."""
+        try:
+            return bool(self.queue().counts()["queued"])
+        except RuneError as exc:
+            log.warning("%s", exc)
+            return False
+
     def kick_worker(self) -> None:
         """Start a worker thread unless one is alive here (another process may hold the lock,
         in which case the thread exits at once and that process takes the job)."""
@@ -76,7 +95,11 @@ class Rune:
         """Library size, jobs, base model and backend; a part that fails is reported, not
         raised, so that status still answers when the library or the model is broken."""
         problems: list[str] = []
-        queue = self.queue().status()
+        try:
+            queue = self.queue().status()
+        except RuneError as exc:  # a damaged queue must not silence the rest of the status
+            problems.append(str(exc))
+            queue = _NO_QUEUE
         adapters: int | None = None
         try:
             adapters = len(self.library().list())
@@ -87,6 +110,7 @@ class Rune:
             base = self.base_model()
         except RuneError as exc:
             problems.append(str(exc))
+        problems += [moved.sentence() for moved in quarantined(self.settings.home)]
         return StatusResult(
             version=__version__,
             adapters=adapters,

@@ -46,10 +46,17 @@ def watch_status(settings: Settings, limit: int = 10) -> dict[str, Any]:
     try:
         _status_from(conn, out, limit)
     except sqlite3.Error as exc:
-        out["error"] = f"cannot read the watcher state ({exc})"
+        out["error"] = _unreadable(path, exc)
     finally:
         conn.close()
     return out
+
+
+def _unreadable(path: Path, exc: sqlite3.Error) -> str:
+    if sqlite.is_damage(exc):
+        return (f"the watcher state {path} is damaged ({exc}); `rune watch` moves it aside and "
+                "starts afresh, or run `rune doctor --repair`.")
+    return f"cannot read the watcher state ({exc})"
 
 
 def _status_from(conn: sqlite3.Connection, out: dict[str, Any], limit: int) -> None:

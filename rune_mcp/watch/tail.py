@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rune_mcp import sqlite
-from rune_mcp.errors import LibraryError
+from rune_mcp import heal, sqlite
+from rune_mcp.heal import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ SCHEMA_VERSION = 1
 HEAD_BYTES = 1024  # identity fingerprint: hash of the first bytes consumed
 TAIL_BYTES = 64  # continuity fingerprint: hash of the bytes just before the offset
 READ_BLOCK = 8 << 20  # a poll reads at most this much before committing, to bound memory
+RESTART_COST = (
+    "the watcher starts afresh and reads every transcript in its folders again from the start "
+    "(sessions last written before the backfill window count as history; the others are "
+    "queued again, and one already remembered is not trained twice)"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,6 +105,20 @@ class Chunk:
 Handler = Callable[[Chunk, sqlite3.Connection], None]
 
 
+def state_file(path: Path, extra_schema: str = "") -> StateFile:
+    """The watcher's state as `rune_mcp.heal` sees it. A damaged one is not salvaged: offsets
+    and sessions are committed together, and a partial copy could hold an offset past lines
+    whose session it lost. Starting afresh instead costs one more read of every transcript."""
+    return StateFile(
+        path=path,
+        what=f"the watcher state {path}",
+        schema=_SCHEMA + extra_schema,
+        version=SCHEMA_VERSION,
+        fix="upgrade Rune or delete the file to start over.",
+        cost=RESTART_COST,
+    )
+
+
 def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
@@ -114,17 +133,9 @@ class WatchDB:
     def __init__(self, path: Path, extra_schema: str = "") -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        what = f"the watcher state {path}"
-        # One thread at a time, but not always the one that opened it (tests, the CLI).
-        self.conn = sqlite.connect(path, what=what, check_same_thread=False)
-        try:
-            sqlite.ensure_schema(
-                self.conn, _SCHEMA + extra_schema, SCHEMA_VERSION, what=what,
-                fix="upgrade Rune or delete the file to start over.",
-            )
-        except LibraryError:
-            self.conn.close()
-            raise
+        # One thread at a time, but not always the one that opened it (tests, the CLI). A
+        # damaged file is moved aside and started afresh (`rune_mcp.heal`).
+        self.conn = heal.open_state(state_file(path, extra_schema), check_same_thread=False)
 
     def close(self) -> None:
         self.conn.close()
