@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -75,7 +76,10 @@ def _mib(size: int) -> str:
 
 
 def adapters_ls(args: argparse.Namespace, settings: Settings) -> int:
-    rows = [r.summary() for r in _open(settings).list(project=args.project, limit=args.limit)]
+    found = _open(settings).inventory(project=args.project, limit=args.limit)
+    rows = [r.summary() for r in found.records]
+    for damage in found.damaged:  # on stderr: the listing's JSON keeps its shape
+        print(f"rune: {damage.sentence}", file=sys.stderr)
     if args.json:
         emit_json(rows)
     elif not rows:
@@ -131,13 +135,25 @@ def adapters_rm(args: argparse.Namespace, settings: Settings) -> int:
 
 def adapters_verify(args: argparse.Namespace, settings: Settings) -> int:
     lib = _open(settings)
-    problems = [p.to_dict() for p in lib.verify()]
+    found = lib.verify()
+    problems = [p.to_dict() for p in found]
+    total = len(lib.store.ids())
+    damaged = len({p.adapter_id for p in found if p.kind == "adapter" and p.adapter_id})
+    unverified = sum(1 for r in lib.store.records() if not r.text_verified)
     if args.json:
-        emit_json({"ok": not problems, "adapters": len(lib.store.ids()), "problems": problems})
-    elif problems:
+        emit_json({"ok": not problems, "adapters": total, "damaged": damaged,
+                   "unverified_text": unverified, "problems": problems})
+        return 1 if problems else 0
+    if problems:
         print(table(problems, ["adapter_id", "problem"], width=90))
+        if damaged:
+            print(f"{damaged} of {total} adapters are damaged and never used; "
+                  "`rune adapters rm ID` removes one.")
     else:
-        print(f"{len(lib.store.ids())} adapters verified; the index matches.")
+        print(f"{total} adapters verified; the index matches.")
+    if unverified:
+        print(f"{unverified} adapters have format 1 manifests, written before Rune recorded a "
+              "digest of their task text: their files are verified, their text is not.")
     return 1 if problems else 0
 
 
@@ -175,10 +191,12 @@ def adapters_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def recall_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    hits = _open(settings).recall(
+    found = _open(settings).recall_checked(
         args.task, k=args.k, project=args.project, min_similarity=args.min_similarity
     )
-    rows = [h.to_dict() for h in hits]
+    for damage in found.skipped:  # on stderr: the hits' JSON keeps its shape
+        print(f"rune: skipped: {damage.sentence}", file=sys.stderr)
+    rows = [h.to_dict() for h in found.hits]
     if args.json:
         emit_json(rows)
     elif not rows:

@@ -18,7 +18,6 @@ from typing import Any
 from rune_mcp.config import Settings
 from rune_mcp.errors import (
     AdapterNotFoundError,
-    LibraryError,
     ModelError,
     RuneError,
     UsageError,
@@ -26,7 +25,15 @@ from rune_mcp.errors import (
 from rune_mcp.fsutil import locked
 from rune_mcp.library.embed import Embedder, get_embedder
 from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable, shared_index
-from rune_mcp.library.records import AdapterRecord, Problem, RecallHit
+from rune_mcp.library.records import (
+    AdapterDamaged,
+    AdapterRecord,
+    Damaged,
+    Inventory,
+    Problem,
+    Recall,
+    RecallHit,
+)
 from rune_mcp.library.store import AdapterStore
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,8 @@ ADAPTERS_DIR = "adapters"
 INDEX_DIR = "index"
 LOCK_FILE = "library.lock"
 _EMBED_BATCH = 64
+# A recall that meets damaged adapters asks the index for more, up to this many beyond `k`.
+_MAX_SKIPPED = 16
 
 # Aliases: inside the class, `list` is the method `Library.list`.
 Vector = list[float]
@@ -42,6 +51,7 @@ Vectors = list[list[float]]
 Records = list[AdapterRecord]
 Rows = list[tuple[str, float]]
 Hits = list[RecallHit]
+Skipped = list[Damaged]
 Problems = list[Problem]
 Ids = list[str]
 
@@ -183,6 +193,16 @@ class Library:
         records.sort(key=lambda r: (r.created_at, r.adapter_id), reverse=True)
         return records if limit is None else records[: max(0, limit)]
 
+    def inventory(self, project: str | None = None, limit: int | None = None) -> Inventory:
+        """The usable adapters as `list` gives them, less those whose files are missing,
+        linked, of the wrong size or joined by stray files, plus every damaged adapter (of
+        any project: a damaged manifest cannot be trusted to say which). Files are `lstat`ed,
+        not hashed."""
+        records, damaged = self.store.scan()
+        records = [r for r in records if project is None or _project_matches(r, project)]
+        records.sort(key=lambda r: (r.created_at, r.adapter_id), reverse=True)
+        return Inventory(records if limit is None else records[: max(0, limit)], damaged)
+
     def find_by_trajectory(self, trajectory_id: str) -> AdapterRecord | None:
         """The newest adapter learned from this trajectory, or None."""
         matches = [r for r in self.list() if r.trajectory_id == trajectory_id]
@@ -201,8 +221,23 @@ class Library:
         Only adapters for the current base model (or `base_fingerprint`) and, when given, for
         `project` (path or folder name) are considered; hits below `min_similarity` (default:
         the `recall_min_similarity` setting) are dropped, so an unrelated task gets []. The
-        records' files are verified when their paths are first used.
+        records' files are verified when their paths are first used. Damaged adapters are
+        left out (`recall_checked` names them).
         """
+        return self.recall_checked(task, k, project, min_similarity, base_fingerprint).hits
+
+    def recall_checked(
+        self,
+        task: str,
+        k: int | None = None,
+        project: str | None = None,
+        min_similarity: float | None = None,
+        base_fingerprint: str | None = None,
+        digests: bool = False,
+    ) -> Recall:
+        """`recall`, with the damaged adapters it met and skipped: the next hits take their
+        places. Each hit's folder is checked as `inventory` checks it, and with `digests`
+        its files are hashed too (the hits are then verified, ready to load)."""
         if not task or not task.strip():
             raise UsageError("recall needs a task text.")
         k = self.settings.recall_k if k is None else k
@@ -212,21 +247,35 @@ class Library:
             self.settings.recall_min_similarity if min_similarity is None else min_similarity
         )
         if self.store.is_empty():
-            return []  # an empty library is not an error, and needs no model
+            return Recall([], [])  # an empty library is not an error, and needs no model
         fingerprint = base_fingerprint or self.base_fingerprint()
         vector = self._embed([task])[0]
-        rows = self._query(vector, k, fingerprint, project)
-        hits = []
+        ask = k
+        while True:
+            rows = self._query(vector, ask, fingerprint, project)
+            hits, skipped = self._usable(rows, threshold, k, digests)
+            exhausted = len(rows) < ask or not rows or rows[-1][1] < threshold
+            if len(hits) >= k or not skipped or exhausted or ask >= k + _MAX_SKIPPED:
+                return Recall(hits, skipped)
+            ask = min(ask + k - len(hits), k + _MAX_SKIPPED)  # more rows for the places lost
+
+    def _usable(self, rows: Rows, threshold: float, k: int, digests: bool) -> tuple[Hits, Skipped]:
+        """The first `k` hits of `rows` above `threshold` that pass their checks, and the
+        damaged ones met before them."""
+        hits: Hits = []
+        skipped: Skipped = []
         for adapter_id, similarity in rows:
-            if similarity < threshold:
-                continue
+            if similarity < threshold or len(hits) >= k:
+                break
             try:
-                hits.append(RecallHit(self.store.read(adapter_id), similarity))
+                record = self.store.read(adapter_id)
+                hits.append(RecallHit(record.verify() if digests else record.check(), similarity))
             except AdapterNotFoundError:
                 continue  # removed by another process after the index answered
-            except LibraryError as exc:
-                log.warning("recall skips adapter %s: %s", adapter_id[:12], exc)
-        return hits[:k]
+            except AdapterDamaged as exc:
+                log.warning("recall skips damaged adapter %s: %s", adapter_id[:12], exc)
+                skipped.append(exc.damage)
+        return hits, skipped
 
     def verify(self) -> Problems:
         """Check every adapter's files and the index against the manifests; [] means clean.
@@ -292,11 +341,15 @@ class Library:
         return index
 
     def _repair(self, index: AdapterIndex) -> None:
-        """Make the index hold exactly the adapters present (caller holds the lock)."""
+        """Make the index hold exactly the adapters present (caller holds the lock).
+
+        A damaged adapter keeps the record it has: a recall that meets it then says it was
+        skipped, instead of passing over it in silence.
+        """
         index.mark_dirty()
         present = {r.adapter_id: r for r in self.store.records()}
         indexed = index.ids()
-        extra = sorted(indexed - set(present))
+        extra = sorted(indexed - set(self.store.ids()))
         missing = [present[i] for i in sorted(set(present) - indexed)]
         if extra:
             index.delete(extra)
@@ -338,15 +391,16 @@ class Library:
         try:
             indexed = self._reading_index().ids()
         except RuneError as exc:
-            return [Problem(None, place, f"index unusable: {exc}")]
+            return [Problem(None, place, f"index unusable: {exc}", "index")]
         present = set(self.store.ids())
+        usable = {r.adapter_id for r in self.store.records()}  # reindexing cannot add the rest
         problems = [
             Problem(i, self.store.folder(i), "adapter missing from the index; run "
-                    "`rune library reindex`") for i in sorted(present - indexed)
+                    "`rune library reindex`", "index") for i in sorted((present & usable) - indexed)
         ]
         problems += [
             Problem(i, place, "index record for an adapter that is not present; run "
-                    "`rune library reindex`") for i in sorted(indexed - present)
+                    "`rune library reindex`", "index") for i in sorted(indexed - present)
         ]
         return problems
 

@@ -5,13 +5,22 @@ index or recall adapters. Its `format_version` is checked on every read, so a li
 by a newer Rune fails with a clear sentence instead of being misread. The adapter id is the
 SHA-256 of the file digests plus the fields that say what the adapter *is* (base model, method,
 shape, source trajectory, parents): the same content added twice gets the same id.
+
+The id leaves out the task wording and the other text an agent is shown, so that re-adding the
+same weights stays a no-op; format 2 manifests record `metadata_sha256`, the digest of every
+other field, so an edit of that text is caught like an edit of the weights. Format 1 manifests
+(written before) have no such digest: they are read as before and their text is reported as
+unverified (`text_verified`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +32,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -30,7 +40,12 @@ from rune_mcp.errors import LibraryError
 from rune_mcp.fsutil import file_digest
 from rune_mcp.validation import problem
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# The version inside the hashed identity object. It stays 1 whatever the manifest format, so
+# that adapters written by earlier formats keep their ids (the id scheme has not changed).
+ID_SCHEME = 1
+# The first manifest format that records `metadata_sha256`.
+METADATA_DIGEST_SINCE = 2
 MANIFEST = "manifest.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -85,6 +100,7 @@ HINTS = {
     "target_modules[]": "a module name", "training": "a mapping of statistics",
     "lesson_count": "an integer", "adapter_id": "a sha256 hex id", "sha256": "a sha256 hex digest",
     "size": "a byte count",
+    "metadata_sha256": "a sha256 hex digest, present from format 2 on and only there",
     **{name: "text" for name in ("method", "agent", "session_id", "project", "trajectory_id",
                                  "embed_text", "created_at")},
 }
@@ -153,6 +169,17 @@ class Manifest(BaseModel):
     parents: list[AdapterId] = []
     files: dict[str, FileEntry]
     extra: dict[str, Any] = {}
+    metadata_sha256: Annotated[Sha256 | None, Field(validate_default=True)] = None
+
+    @field_validator("metadata_sha256")
+    @classmethod
+    def _digest_by_format(cls, digest: str | None, info: ValidationInfo) -> str | None:
+        # A format 2 manifest without its digest, or a format 1 manifest with one, was not
+        # written by any Rune: read either as format 1 and its edited text would pass.
+        version = info.data.get("format_version")
+        if isinstance(version, int) and (digest is None) == (version >= METADATA_DIGEST_SINCE):
+            raise ValueError("must be given from format 2 on and only there")
+        return digest
 
     @field_validator("files")
     @classmethod
@@ -202,7 +229,7 @@ def normalize_meta(meta: dict[str, Any]) -> dict[str, Any]:
 def identity(files: dict[str, dict[str, Any]], flat: dict[str, Any]) -> dict[str, Any]:
     """The object whose canonical JSON hashes to the adapter id."""
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": ID_SCHEME,
         "files": {name: info["sha256"] for name, info in sorted(files.items())},
         **{key: flat.get(key) for key in IDENTITY_KEYS},
     }
@@ -213,10 +240,33 @@ def compute_id(files: dict[str, dict[str, Any]], flat: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def metadata_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of every manifest field but `metadata_sha256` itself:
+    the task, the embedded text, the source, the statistics and all else an agent is shown."""
+    body = {key: value for key, value in manifest.items() if key != "metadata_sha256"}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def text_verified(manifest: dict[str, Any]) -> bool:
+    """True when the manifest's format records a digest of its text (checked on every read);
+    False for a format 1 manifest, whose text no digest covers."""
+    version = manifest.get("format_version")
+    return isinstance(version, int) and version >= METADATA_DIGEST_SINCE
+
+
 def build_manifest(
     meta: dict[str, Any], files: dict[str, dict[str, Any]], created_at: str
 ) -> dict[str, Any]:
     """The manifest for normalized `meta` and `files` ({name: {"sha256", "size"}})."""
+    manifest = _manifest_body(meta, files, created_at)
+    manifest["metadata_sha256"] = metadata_digest(manifest)
+    return manifest
+
+
+def _manifest_body(
+    meta: dict[str, Any], files: dict[str, dict[str, Any]], created_at: str
+) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "adapter_id": compute_id(files, meta),
@@ -255,52 +305,182 @@ def check_version(version: Any, where: str) -> None:
         raise LibraryError(f"{where} has an invalid format_version {version}.")
 
 
+class ManifestError(LibraryError):
+    """A manifest that cannot be used. `str()` names the file (for people at a terminal);
+    `summary` is a fixed phrase that quotes nothing read from disk, so it can be shown to an
+    agent: a damaged manifest's values and field names are not to be trusted."""
+
+    def __init__(self, message: str, summary: str) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One way an adapter folder differs from what its manifest promises.
+
+    `detail` is for people and may name a file found on disk; `summary` is built only from
+    Rune's own words and file names, so it is what an agent is shown.
+    """
+
+    detail: str
+    summary: str
+
+
+_PRIVATE = "the store holds only its own read-only copies"
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """Parse and validate `folder/manifest.json`; LibraryError says what is wrong.
+    """Parse and validate `folder/manifest.json`; ManifestError says what is wrong.
 
     The parsed JSON is returned as read (the `Manifest` model only checks it), so the id it
-    hashes to is computed from exactly what is on disk.
+    hashes to is computed from exactly what is on disk. A manifest that is a symbolic link,
+    or has other hard links, is refused before it is opened.
     """
     path = folder / MANIFEST
+    found, _ = private_file(path, MANIFEST)
+    if found is not None:
+        if found.summary == f"{MANIFEST} is missing":
+            raise ManifestError(f"adapter folder {folder} has no manifest.json.",
+                                "its manifest is missing")
+        raise ManifestError(f"{path}: {found.detail}; the adapter will not be used.",
+                            f"its {found.summary.replace(MANIFEST, 'manifest', 1)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise LibraryError(f"adapter folder {folder} has no manifest.json.") from exc
+        raise ManifestError(f"adapter folder {folder} has no manifest.json.",
+                            "its manifest is missing") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LibraryError(f"{path} is not readable JSON ({exc}).") from exc
+        raise ManifestError(f"{path} is not readable JSON ({exc}).",
+                            "its manifest is not readable JSON") from exc
     if not isinstance(data, dict):
-        raise LibraryError(f"{path} is not a JSON object.")
-    check_version(data.get("format_version"), str(path))
+        raise ManifestError(f"{path} is not a JSON object.", "its manifest is not a JSON object")
+    try:
+        check_version(data.get("format_version"), str(path))
+    except LibraryError as exc:
+        newer = "newer Rune" in str(exc)
+        raise ManifestError(str(exc), "its manifest was written by a newer Rune" if newer
+                            else "its manifest has no valid format version") from None
     try:
         Manifest.model_validate(data)
     except ValidationError as exc:
-        raise LibraryError(
+        raise ManifestError(
             f"{path} {problem(exc, HINTS)}; the adapter will not be used: remove it with "
-            "`rune adapters rm`."
+            "`rune adapters rm`.",
+            "its manifest has missing, unknown or invalid fields",
         ) from None
     return data
 
 
-def check_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    """Every way the folder differs from its manifest, as sentences; [] means intact.
+def private_file(path: Path, name: str) -> tuple[Finding | None, os.stat_result | None]:
+    """`path`'s own status when it is a regular file with no other name; else the finding.
 
-    Extra files (a pickle dropped beside the weights, say) count as a problem: they are never
-    loaded, and an adapter folder holding them has been tampered with.
+    The store only ever writes fresh read-only copies (one link each). A symbolic link points
+    where the store's guarantees do not reach, and a second hard link lets the bytes change
+    through a name outside the store, after they were verified; neither is ever loaded.
     """
-    problems = []
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return Finding(f"{name} is missing", f"{name} is missing"), None
+    except OSError as exc:
+        return Finding(f"{name} cannot be read ({exc.strerror})", f"{name} cannot be read"), None
+    if stat.S_ISLNK(info.st_mode):
+        return Finding(f"{name} is a symbolic link ({_PRIVATE})",
+                       f"{name} is a symbolic link"), None
+    if not stat.S_ISREG(info.st_mode):
+        return Finding(f"{name} is not a regular file", f"{name} is not a regular file"), None
+    if info.st_nlink > 1:
+        return Finding(f"{name} has {info.st_nlink - 1} other hard link(s) ({_PRIVATE})",
+                       f"{name} is hard-linked elsewhere"), None
+    return None, info
+
+
+def folder_finding(folder: Path) -> Finding | None:
+    """What is wrong with the adapter folder itself (None: a real folder, or none at all)."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Finding(f"the adapter folder cannot be read ({exc.strerror})",
+                       "its folder cannot be read")
+    if stat.S_ISLNK(info.st_mode):
+        return Finding(f"the adapter folder is a symbolic link ({_PRIVATE})",
+                       "its folder is a symbolic link")
+    if not stat.S_ISDIR(info.st_mode):
+        return Finding("the adapter's name holds a file, not a folder", "it is not a folder")
+    return None
+
+
+def manifest_findings(folder: Path, manifest: dict[str, Any]) -> list[Finding]:
+    """The manifest checked against the folder's id and its own digest (cheap: no file read)."""
+    findings = []
     expected_id = compute_id(manifest["files"], flat_fields(manifest))
     if manifest.get("adapter_id") != folder.name or expected_id != folder.name:
-        problems.append("manifest does not hash to the folder's id (manifest edited)")
+        findings.append(Finding("manifest does not hash to the folder's id (manifest edited)",
+                                "its manifest was edited (it no longer hashes to its id)"))
+    if text_verified(manifest) and manifest.get("metadata_sha256") != metadata_digest(manifest):
+        findings.append(Finding(
+            "manifest does not match its metadata_sha256 (its task, text or settings edited)",
+            "its manifest was edited (its text no longer matches its recorded digest)",
+        ))
+    return findings
+
+
+def inspect_folder(folder: Path, manifest: dict[str, Any], digests: bool = True) -> list[Finding]:
+    """Every way the folder differs from its manifest; [] means intact.
+
+    Without `digests` only what `lstat` and a listing show is checked (links, sizes, missing
+    and stray files): cheap enough for every listing and recall. Extra files (a pickle dropped
+    beside the weights, say) count: they are never loaded, and their presence means tampering.
+    """
+    found = folder_finding(folder)
+    if found is not None:
+        return [found]
+    findings = manifest_findings(folder, manifest)
+    manifest_file, _ = private_file(folder / MANIFEST, MANIFEST)
+    if manifest_file is not None:
+        findings.append(manifest_file)
     for name, info in sorted(manifest["files"].items()):
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif path.stat().st_size != info.get("size"):
-            problems.append(f"{name} has the wrong size (tampered or truncated)")
-        elif file_digest(path) != info["sha256"]:
-            problems.append(f"{name} does not match its sha256 (tampered)")
+        finding = _file_finding(folder / name, name, info, digests)
+        if finding is not None:
+            findings.append(finding)
+    return findings + _stray_findings(folder, manifest)
+
+
+def _file_finding(path: Path, name: str, info: dict[str, Any], digests: bool) -> Finding | None:
+    found, status = private_file(path, name)
+    if found is not None or status is None:
+        return found
+    if status.st_size != info.get("size"):
+        return Finding(f"{name} has the wrong size (tampered or truncated)",
+                       f"{name} has the wrong size")
+    if digests:
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            return Finding(f"{name} cannot be read ({exc.strerror})", f"{name} cannot be read")
+        if digest != info["sha256"]:
+            return Finding(f"{name} does not match its sha256 (tampered)",
+                           f"{name} does not match its sha256")
+    return None
+
+
+def _stray_findings(folder: Path, manifest: dict[str, Any]) -> list[Finding]:
     allowed = {*manifest["files"], MANIFEST}
-    for entry in sorted(p.name for p in folder.iterdir()):
-        if entry not in allowed:
-            problems.append(f"unexpected file {entry} (never loaded)")
-    return problems
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        return [Finding(f"the adapter folder cannot be listed ({exc.strerror})",
+                        "its folder cannot be listed")]
+    return [
+        Finding(f"unexpected file {name} (never loaded)", "an unexpected file is in its folder")
+        for name in names if name not in allowed
+    ]
+
+
+def check_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """Every way the folder differs from its manifest, as sentences for people; [] means
+    intact (`inspect_folder` with digests)."""
+    return [finding.detail for finding in inspect_folder(folder, manifest)]

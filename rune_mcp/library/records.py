@@ -1,19 +1,62 @@
-"""What the library hands out: adapter records, recall hits and verification problems.
+"""What the library hands out: adapter records, recall hits, damaged adapters, problems.
 
 A record's file paths are only given out after the files have been checked against the
 manifest's digests, so no caller can load a torn or tampered adapter by accident:
 `record.peft_dir` and `record.gguf_path` verify on first use (`Library.get` verifies at once).
-Listing and recall stay fast because they read manifests only.
+Listing and recall stay fast because they read manifests and `lstat` the files, without
+hashing them.
+
+A damaged adapter is never used, and never silently left out either: listings and recalls
+name it as a `Damaged` (its id and one sentence built from Rune's own words, never from what
+the damaged files say, so it is safe to show to an agent).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rune_mcp.errors import IntegrityError
-from rune_mcp.library.manifest import GGUF_FILE, check_files
+from rune_mcp.library.manifest import GGUF_FILE, Finding, inspect_folder
+from rune_mcp.library.manifest import text_verified as _text_verified
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """An adapter that is present but unusable: its id and what is wrong, in fixed words."""
+
+    adapter_id: str
+    reason: str
+
+    @classmethod
+    def of(cls, adapter_id: str, findings: Sequence[Finding]) -> Damaged:
+        return cls(adapter_id, "; ".join(dict.fromkeys(f.summary for f in findings)))
+
+    @property
+    def sentence(self) -> str:
+        short = self.adapter_id[:12]
+        return (
+            f"adapter {short} is damaged ({self.reason}), so it is not used; "
+            f"`rune adapters verify` shows the problems and `rune adapters rm {short}` "
+            "removes it."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"adapter_id": self.adapter_id, "problem": self.sentence}
+
+
+class AdapterDamaged(IntegrityError):
+    """An adapter failed its checks; `damage` says which and why, in words safe to show."""
+
+    def __init__(self, damage: Damaged) -> None:
+        short = damage.adapter_id[:12]
+        super().__init__(
+            f"adapter {short} failed verification ({damage.reason}); it will not be used: "
+            f"remove it with `rune adapters rm {short}`."
+        )
+        self.damage = damage
 
 
 @dataclass
@@ -26,21 +69,30 @@ class AdapterRecord:
     _verified: bool = field(default=False, repr=False, compare=False)
 
     def verify(self) -> AdapterRecord:
-        """Check every file against the manifest; IntegrityError names what differs."""
+        """Check every file against the manifest; AdapterDamaged (an IntegrityError) names
+        what differs. Done once per record, when its files are first used."""
         if not self._verified:
-            problems = check_files(self.path, self.manifest)
-            if problems:
-                raise IntegrityError(
-                    f"adapter {self.adapter_id[:12]} failed verification ({'; '.join(problems)}); "
-                    "it will not be loaded: remove it with `rune adapters rm "
-                    f"{self.adapter_id[:12]}`."
-                )
+            self.check(digests=True)
             self._verified = True
+        return self
+
+    def check(self, digests: bool = False) -> AdapterRecord:
+        """Raise AdapterDamaged unless the folder is as the manifest says; without `digests`
+        the files are only `lstat`ed (links, sizes, missing and stray files), not hashed."""
+        findings = inspect_folder(self.path, self.manifest, digests=digests)
+        if findings:
+            raise AdapterDamaged(Damaged.of(self.adapter_id, findings))
         return self
 
     @property
     def verified(self) -> bool:
         return self._verified
+
+    @property
+    def text_verified(self) -> bool:
+        """Whether a digest checked on reading covers the task and the other text shown
+        (format 2 on); False for a format 1 manifest, whose text nothing covers."""
+        return _text_verified(self.manifest)
 
     @property
     def peft_dir(self) -> Path:
@@ -134,12 +186,29 @@ class RecallHit:
 
 
 @dataclass(frozen=True)
+class Recall:
+    """A recall's answer: the usable hits, best first, and the damaged adapters it skipped."""
+
+    hits: list[RecallHit]
+    skipped: list[Damaged]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A listing: the usable adapters, newest first, and every damaged one."""
+
+    records: list[AdapterRecord]
+    damaged: list[Damaged]
+
+
+@dataclass(frozen=True)
 class Problem:
     """One finding of `Library.verify`: which adapter (or the index), where, and what is wrong."""
 
     adapter_id: str | None
     path: Path
     problem: str
+    kind: str = "adapter"  # "adapter": the adapter itself is damaged; "index": the index is off
 
     def to_dict(self) -> dict[str, Any]:
         return {"adapter_id": self.adapter_id, "path": str(self.path), "problem": self.problem}

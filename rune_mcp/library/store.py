@@ -29,15 +29,16 @@ from rune_mcp.library.manifest import (
     MANIFEST,
     PEFT_CONFIG,
     PEFT_WEIGHTS,
+    ManifestError,
     build_manifest,
     check_files,
     check_version,
-    compute_id,
-    flat_fields,
+    folder_finding,
+    manifest_findings,
     normalize_meta,
     read_manifest,
 )
-from rune_mcp.library.records import AdapterRecord
+from rune_mcp.library.records import AdapterDamaged, AdapterRecord, Damaged
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,22 @@ class AdapterStore:
         )
         return library_id
 
+    def _raise_library_format(self) -> None:
+        """Record in `library.json` that it now holds manifests of this format (caller holds
+        the lock): an older Rune then refuses the library in one sentence, instead of leaving
+        out, one by one, the adapters it cannot read."""
+        path = self.root / LIBRARY_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # absent or unreadable: check_format and ensure_library_file speak for it
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if isinstance(version, int) and version < FORMAT_VERSION:
+            atomic_write_json(path, {**data, "format_version": FORMAT_VERSION})
+
     def ids(self) -> list[str]:
-        """Ids of the adapter folders present (sorted); hidden temp and trash folders are not."""
+        """Ids of the adapter folders present (sorted); hidden temp and trash folders are not.
+        Any entry named like an id counts, a link or a file too: it is then a damaged one."""
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
@@ -175,7 +190,7 @@ class AdapterStore:
         """The full id for `adapter_id` or a unique prefix of at least 6 characters."""
         wanted = adapter_id.strip().lower()
         if ID_PATTERN.match(wanted):
-            if (self.root / wanted).is_dir():
+            if os.path.lexists(self.root / wanted):
                 return wanted
         elif len(wanted) >= 6 and all(c in "0123456789abcdef" for c in wanted):
             matches = [i for i in self.ids() if i.startswith(wanted)]
@@ -189,20 +204,31 @@ class AdapterStore:
         raise AdapterNotFoundError(f"no adapter has the id {adapter_id!r}; {_FIND_IDS}.")
 
     def read(self, adapter_id: str) -> AdapterRecord:
-        """The record of a present adapter, from its manifest (files not yet verified)."""
+        """The record of a present adapter, from its manifest (files not yet verified).
+
+        AdapterNotFoundError when it is not there; AdapterDamaged (one sentence, no path)
+        when its folder is a link, or its manifest is unreadable, is a link, does not hash to
+        the id, or no longer matches its own metadata digest.
+        """
         folder = self.root / adapter_id
+        found = folder_finding(folder)
+        if found is not None:
+            raise AdapterDamaged(Damaged.of(adapter_id, [found]))
         if not folder.is_dir():
             raise AdapterNotFoundError(f"no adapter has the id {adapter_id!r}; {_FIND_IDS}.")
-        manifest = read_manifest(folder)
-        if compute_id(manifest["files"], flat_fields(manifest)) != adapter_id:
-            raise LibraryError(
-                f"the manifest of adapter {adapter_id[:12]} was edited (it no longer hashes to "
-                "its id); it will not be used: remove it with `rune adapters rm`."
-            )
+        try:
+            manifest = read_manifest(folder)
+        except ManifestError as exc:
+            log.debug("adapter %s: %s", adapter_id[:12], exc)
+            raise AdapterDamaged(Damaged(adapter_id, exc.summary)) from None
+        findings = manifest_findings(folder, manifest)
+        if findings:
+            raise AdapterDamaged(Damaged.of(adapter_id, findings))
         return AdapterRecord(adapter_id, folder, manifest)
 
     def records(self) -> Iterator[AdapterRecord]:
-        """Every adapter with a readable manifest; unreadable ones are logged and skipped."""
+        """Every adapter with a usable manifest; damaged ones are logged and skipped (`scan`
+        names them)."""
         for adapter_id in self.ids():
             try:
                 yield self.read(adapter_id)
@@ -211,9 +237,26 @@ class AdapterStore:
             except LibraryError as exc:
                 log.warning("skipping adapter %s: %s", adapter_id[:12], exc)
 
+    def scan(self) -> tuple[list[AdapterRecord], list[Damaged]]:
+        """Every adapter, as a usable record or a damaged one. Manifests are read and files
+        `lstat`ed (links, sizes, missing and stray files), not hashed."""
+        records, damaged = [], []
+        for adapter_id in self.ids():
+            try:
+                records.append(self.read(adapter_id).check(digests=False))
+            except AdapterNotFoundError:
+                continue  # removed by another process since the listing
+            except AdapterDamaged as exc:
+                damaged.append(exc.damage)
+        return records, damaged
+
     def problems(self, adapter_id: str) -> list[str]:
-        """`check_files` for one adapter, including an unreadable manifest."""
+        """`check_files` for one adapter, including an unreadable manifest or a linked
+        folder, as sentences for people (they may name paths)."""
         folder = self.root / adapter_id
+        found = folder_finding(folder)
+        if found is not None:
+            return [found.detail]
         try:
             manifest = read_manifest(folder)
         except LibraryError as exc:
@@ -250,13 +293,14 @@ class AdapterStore:
             manifest = build_manifest(flat, files, created_at or _now())
             adapter_id = manifest["adapter_id"]
             final = self.root / adapter_id
-            if final.is_dir():
+            if os.path.lexists(final):
                 if not self.problems(adapter_id):
                     return self.read(adapter_id), False
                 log.warning("replacing damaged adapter %s with the copy being added", adapter_id)
                 self._to_trash(adapter_id)
             atomic_write_json(tmp / MANIFEST, manifest, mode=0o444)
             fsync_dir(tmp)
+            self._raise_library_format()
             os.rename(tmp, final)
             fsync_dir(self.root)
             return AdapterRecord(adapter_id, final, manifest, _verified=True), True
@@ -265,8 +309,9 @@ class AdapterStore:
                 _rmtree(tmp)
 
     def delete(self, adapter_id: str) -> bool:
-        """Remove an adapter folder (atomically hidden first); False when it was not there."""
-        if not (self.root / adapter_id).is_dir():
+        """Remove an adapter folder (atomically hidden first); False when it was not there.
+        A link or a file in a folder's place is removed itself (never what it points to)."""
+        if not os.path.lexists(self.root / adapter_id):
             return False
         trash = self._to_trash(adapter_id)
         _rmtree(trash)
@@ -303,6 +348,10 @@ class AdapterStore:
 
 def _rmtree(path: Path) -> None:
     """Delete a folder; its files being read-only does not matter on POSIX (the folder is
-    writable), and a folder already gone is fine (another sweeper got there first)."""
+    writable), and a folder already gone is fine (another sweeper got there first). A link or
+    a file standing where a folder belongs is unlinked, so a link's target is never touched."""
     with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)

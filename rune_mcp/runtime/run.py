@@ -4,7 +4,8 @@ This is the whole point of Rune in one call: the task (or the prompt itself) is 
 library returns the most similar adapter above the similarity threshold, the runtime swaps it
 in, and the answer comes back with where each millisecond went. `adapter="none"` answers with
 the bare base model; an explicit id uses exactly that adapter (verified, and refused if it
-was trained for another base).
+was trained for another base, or damaged). With `adapter="auto"` a damaged best match does not
+fail the call: it is skipped for the next one (or none), and the answer names it in `skipped`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
 from rune_mcp.runtime.base import AdapterSpec, Backend, Message, check_base
+
+if TYPE_CHECKING:
+    from rune_mcp.library.records import Damaged
 
 
 @dataclass
@@ -31,6 +35,7 @@ class RunResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     task: str | None = None
+    skipped: list[Damaged] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,7 +46,18 @@ class RunResult:
             "backend": self.backend,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "skipped": [damage.to_dict() for damage in self.skipped],
         }
+
+
+@dataclass
+class Choice:
+    """The adapter picked for a run (None: the bare base), its similarity when recalled, and
+    the damaged adapters passed over on the way."""
+
+    spec: AdapterSpec | None
+    similarity: float | None = None
+    skipped: list[Damaged] = field(default_factory=list)
 
 
 class _TimedEmbedder:
@@ -65,31 +81,46 @@ def choose_adapter(
     settings: Settings, query: str, adapter: str, fingerprint: str, timings: dict[str, float]
 ) -> tuple[AdapterSpec | None, float | None]:
     """The adapter to use (or None) and its similarity; fills `embed` and `recall` timings."""
+    choice = select_adapter(settings, query, adapter, fingerprint, timings)
+    return choice.spec, choice.similarity
+
+
+def select_adapter(
+    settings: Settings, query: str, adapter: str, fingerprint: str, timings: dict[str, float]
+) -> Choice:
+    """`choose_adapter`, with the damaged adapters automatic recall skipped.
+
+    An explicit id that is unknown, damaged or for another base raises (one sentence); `auto`
+    takes the best hit whose files pass their digests, so the time to hash the chosen
+    adapter's files counts as recall.
+    """
     from rune_mcp.library import Library, get_embedder
 
     timings.setdefault("embed", 0.0)
     timings.setdefault("recall", 0.0)
     if adapter == "none":
-        return None, None
+        return Choice(None)
     if adapter != "auto":
         start = time.perf_counter()
-        record = Library.open(settings).get(adapter)  # unknown id / bad digest raise here
+        record = Library.open(settings).get(adapter)  # unknown id / damage raise here
         spec = AdapterSpec.from_record(record)
         check_base(spec, fingerprint)
         timings["recall"] = (time.perf_counter() - start) * 1000
-        return spec, None
+        return Choice(spec)
     embedder = _TimedEmbedder(get_embedder(settings))
     start = time.perf_counter()
-    hits = Library.open(settings, embedder=embedder).recall(query, k=1,
-                                                            base_fingerprint=fingerprint)
+    found = Library.open(settings, embedder=embedder).recall_checked(
+        query, k=1, base_fingerprint=fingerprint, digests=True
+    )
     total = time.perf_counter() - start
     timings["embed"] = embedder.seconds * 1000
     timings["recall"] = (total - embedder.seconds) * 1000
-    if not hits:
-        return None, None
-    spec = AdapterSpec.from_record(hits[0].record.verify())
+    if not found.hits:
+        return Choice(None, skipped=found.skipped)
+    hit = found.hits[0]
+    spec = AdapterSpec.from_record(hit.record)
     check_base(spec, fingerprint)
-    return spec, hits[0].similarity
+    return Choice(spec, hit.similarity, found.skipped)
 
 
 def run_with_memory(
@@ -112,12 +143,13 @@ def run_with_memory(
     engine = backend or get_backend(settings)
     timings: dict[str, float] = {}
     query = task.strip() if task and task.strip() else prompt
-    spec, similarity = choose_adapter(settings, query, adapter.strip(), engine.fingerprint, timings)
+    choice = select_adapter(settings, query, adapter.strip(), engine.fingerprint, timings)
+    spec = choice.spec
     chat = list(messages) if messages else [{"role": "user", "content": prompt}]
     out = engine.generate(chat, max_tokens=max_tokens or settings.max_tokens,
                           adapters=[(spec, 1.0)] if spec else ())
     timings.update(out.timings)
     return RunResult(text=out.text, adapter_id=spec.adapter_id if spec else None,
-                     similarity=similarity, timings=timings, backend=engine.name,
+                     similarity=choice.similarity, timings=timings, backend=engine.name,
                      prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                     task=task)
+                     task=task, skipped=choice.skipped)

@@ -101,8 +101,12 @@ class Rune:
             problems.append(str(exc))
             queue = _NO_QUEUE
         adapters: int | None = None
+        damaged = 0
         try:
-            adapters = len(self.library().list())
+            found = self.library().inventory()
+            adapters, damaged = len(found.records), len(found.damaged)
+            if damaged:
+                problems.append(damage_sentence(found.damaged))
         except RuneError as exc:
             problems.append(str(exc))
         base: dict[str, Any] | None = None
@@ -122,16 +126,28 @@ class Rune:
             base_model=base,
             backend=self.settings.backend,
             problems=problems,
+            damaged_adapters=damaged,
         )
+
+
+def damage_sentence(damaged: Sequence[Any]) -> str:
+    """`2 adapters are damaged and not used (0123456789ab, ...); ...`: one sentence."""
+    ids = ", ".join(d.adapter_id[:12] for d in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+    count = "1 adapter is" if len(damaged) == 1 else f"{len(damaged)} adapters are"
+    return (
+        f"{count} damaged and not used ({ids}); `rune adapters verify` shows the problems and "
+        "`rune adapters rm ID` removes one."
+    )
 
 
 def status_text(status: StatusResult) -> str:
     """The status as a few lines for a person: counts first, then running jobs and problems."""
     jobs = status.jobs
     base = status.base_model["name"] if status.base_model else "unavailable"
+    damaged = f" ({status.damaged_adapters} damaged)" if status.damaged_adapters else ""
     lines = [
         f"Rune {status.version}: {status.adapters if status.adapters is not None else '?'} "
-        f"adapter(s); jobs queued {jobs['queued']}, running {jobs['running']}, "
+        f"adapter(s){damaged}; jobs queued {jobs['queued']}, running {jobs['running']}, "
         f"done {jobs['done']}, failed {jobs['failed']}; base model {base}; "
         f"backend {status.backend}.",
     ]

@@ -23,6 +23,7 @@ from rune_mcp.distill.queue import Job
 from rune_mcp.errors import InputError
 from rune_mcp.server.models import (
     AdapterList,
+    DamagedAdapter,
     ForgetResult,
     JobInfo,
     RecallResult,
@@ -30,6 +31,7 @@ from rune_mcp.server.models import (
     StatusResult,
     adapter_hit,
     adapter_summary,
+    damaged_adapter,
     job_info,
     tool_result,
 )
@@ -204,18 +206,25 @@ def _add_recall(server: MCPServer[Any], rune: Rune) -> None:
         check_text_arg(task, rune.settings, "task", MAX_TASK_CHARS)
         if project is not None:
             check_text_arg(project, rune.settings, "project", 1000)
-        hits = await in_thread(lambda: rune.library().recall(task, k=k, project=project))
-        result = RecallResult(task=task[:500], adapters=[adapter_hit(h) for h in hits])
+        found = await in_thread(
+            lambda: rune.library().recall_checked(task, k=k, project=project)
+        )
+        result = RecallResult(task=task[:500], adapters=[adapter_hit(h) for h in found.hits],
+                              skipped=[damaged_adapter(d) for d in found.skipped])
         if not result.adapters:
-            text = "No remembered session is similar enough to this task."
+            lines = ["No remembered session is similar enough to this task."]
         else:
             lines = [
-                f"{i}. {a.adapter_id[:12]} (similarity {a.similarity:.2f}): {a.task[:160]}"
+                f"{i}. {a.adapter_id[:12]} (similarity {a.similarity:.2f}"
+                + ("" if a.text_verified else ", unverified text") + f"): {a.task[:160]}"
                 + (f" — {a.lessons[:200]}" if a.lessons else "")
                 for i, a in enumerate(result.adapters, 1)
             ]
-            text = "\n".join(lines)
-        return tool_result(result, text)
+        return tool_result(result, "\n".join(lines + _skipped_lines(result.skipped)))
+
+
+def _skipped_lines(skipped: list[DamagedAdapter]) -> list[str]:
+    return [f"Skipped: {d.problem}" for d in skipped]
 
 
 def _add_run(server: MCPServer[Any], rune: Rune) -> None:
@@ -252,10 +261,12 @@ def _add_run(server: MCPServer[Any], rune: Rune) -> None:
             similarity=None if res.similarity is None else round(float(res.similarity), 4),
             timings={str(k): round(float(v), 4) for k, v in dict(res.timings).items()},
         )
+            skipped=[damaged_adapter(d) for d in res.skipped],
         used = (
             f"[adapter {result.adapter_id[:12]}]" if result.adapter_id else "[no adapter]"
         )
-        return tool_result(result, f"{used}\n{result.text}")
+        return tool_result(result, "\n".join([used, *_skipped_lines(result.skipped),
+                                               result.text]))
 
 
 def _add_list(server: MCPServer[Any], rune: Rune) -> None:
@@ -269,16 +280,22 @@ def _add_list(server: MCPServer[Any], rune: Rune) -> None:
         """The adapters in the library, newest first."""
         if project is not None:
             check_text_arg(project, rune.settings, "project", 1000)
-        records = await in_thread(lambda: rune.library().list(project=project, limit=limit))
-        result = AdapterList(adapters=[adapter_summary(r) for r in records], count=len(records))
-        if not result.adapters:
-            text = "The library has no adapters yet."
-        else:
-            text = "\n".join(
+        found = await in_thread(lambda: rune.library().inventory(project=project, limit=limit))
+        result = AdapterList(adapters=[adapter_summary(r) for r in found.records],
+                             count=len(found.records),
+                             damaged=[damaged_adapter(d) for d in found.damaged])
+        if result.adapters:
+            lines = [
                 f"{a.adapter_id[:12]}  {a.created or ''}  {a.project or '-'}  {a.task[:100]}"
                 for a in result.adapters
-            )
-        return tool_result(result, text)
+                + ("" if a.text_verified else "  (unverified text)")
+            ]
+        elif result.damaged:
+            lines = ["The library has no usable adapters."]
+        else:
+            lines = ["The library has no adapters yet."]
+        lines += [f"Damaged: {d.problem}" for d in result.damaged]
+        return tool_result(result, "\n".join(lines))
 
 
 def _add_forget(server: MCPServer[Any], rune: Rune) -> None:
@@ -298,10 +315,8 @@ def _add_forget(server: MCPServer[Any], rune: Rune) -> None:
             aid = adapter_id
 
             def remove_one() -> list[str]:
-                lib = rune.library()
-                full = lib.get(aid).adapter_id
-                lib.remove(full)
-                return [full]
+                # Not `get`: that verifies, and a damaged adapter must be removable too.
+                return [rune.library().remove(aid)]
 
             removed = await in_thread(remove_one)
             cancelled: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -138,6 +139,20 @@ def test_round_trip_between_two_libraries(
     assert other.get(ids[0]).gguf_path == other.root / ids[0] / GGUF_FILE
 
 
+def test_a_format_1_adapter_round_trips_and_is_stored_with_a_digest_of_its_text(
+    library: Library, other: Library, ids: list[str], tmp_path: Path
+) -> None:
+    path = library.root / ids[1] / MANIFEST
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "metadata_sha256"}
+    path.chmod(0o644)
+    path.write_text(json.dumps({**old, "format_version": 1}, indent=2, sort_keys=True) + "\n")
+    assert not library.get(ids[1]).text_verified
+    archive = export_adapters(library, tmp_path / "old.tar", ids=[ids[1]]).path
+    [record] = import_archive(other, archive).imported
+    assert record.adapter_id == ids[1] and record.text_verified and other.verify() == []
+    assert other.get(ids[1]).task == old["task"]
+
+
 def test_importing_twice_changes_nothing(other: Library, ids: list[str], archive: Path) -> None:
     import_archive(other, archive)
     before = _snapshot(other)
@@ -217,6 +232,19 @@ def _edit_task(files: dict[str, bytes]) -> None:
     files[name] = json.dumps(manifest, indent=2, sort_keys=True).encode()
 
 
+def _edit_task_everywhere(files: dict[str, bytes]) -> None:
+    """The task edited in a manifest, and archive.json made to agree (digest and record)."""
+    _edit_task(files)
+    name = next(n for n in files if n.endswith(MANIFEST))
+    adapter_id = name.split("/")[1]
+
+    def edit(index: dict[str, Any]) -> None:
+        entry = next(e for e in index["adapters"] if e["adapter_id"] == adapter_id)
+        entry["manifest_sha256"] = hashlib.sha256(files[name]).hexdigest()
+        entry["index"]["task"] = "something else entirely"
+    _edit_index(files, edit)
+
+
 def _claim_other_digest(files: dict[str, bytes]) -> None:
     def edit(index: dict[str, Any]) -> None:
         index["adapters"][0]["files"][PEFT_CONFIG]["sha256"] = "ab" * 32
@@ -248,6 +276,8 @@ ADAPTER = "adapters/" + "a" * 64
 EDITS: dict[str, tuple[Callable[[dict[str, bytes]], None], str]] = {
     "bad-digest": (_flip_weights, "failed verification .*does not match its sha256"),
     "edited-manifest": (_edit_task, "does not match its digest in archive.json"),
+    "edited-task-and-listing": (_edit_task_everywhere,
+                                "failed verification .*does not match its metadata_sha256"),
     "edited-listing": (_claim_other_digest, "describes adapter .* differently"),
     "newer-version": (_version(ARCHIVE_VERSION + 1), "written by a newer Rune .*upgrade Rune"),
     "unknown-version": (_version(0), "unknown archive format 0"),

@@ -80,13 +80,16 @@ def test_verify_exits_1_on_tampering_and_reindex(
     capsys: pytest.CaptureFixture[str], filled: list[str], library: Library
 ) -> None:
     assert _json(capsys, "adapters", "verify", "--json") == (
-        0, {"ok": True, "adapters": 2, "problems": []})
+        0, {"ok": True, "adapters": 2, "damaged": 0, "unverified_text": 0, "problems": []})
     weights = library.root / filled[1] / PEFT_WEIGHTS
     weights.chmod(0o644)
     weights.write_bytes(weights.read_bytes()[:-1] + b"!")
     code, report = _json(capsys, "adapters", "verify", "--json")
     assert code == 1 and isinstance(report, dict) and not report["ok"]
     assert [p["adapter_id"] for p in report["problems"]] == [filled[1]]
+    assert report["damaged"] == 1 and report["adapters"] == 2
+    assert main(["adapters", "verify"]) == 1
+    assert "1 of 2 adapters are damaged" in capsys.readouterr().out
     assert main(["adapters", "show", filled[1]]) == 1
     assert "FAILED" in capsys.readouterr().out
     code, result = _json(capsys, "library", "reindex", "--json")

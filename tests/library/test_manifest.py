@@ -13,11 +13,14 @@ from rune_mcp.library.manifest import (
     MANIFEST,
     AdapterMeta,
     Manifest,
+    ManifestError,
     build_manifest,
     compute_id,
     flat_fields,
+    metadata_digest,
     normalize_meta,
     read_manifest,
+    text_verified,
 )
 
 META: dict[str, Any] = {
@@ -65,6 +68,38 @@ def test_a_manifest_reads_back_as_written(tmp_path: Path) -> None:
     data = read_manifest(folder)
     assert data == _manifest()
     assert compute_id(data["files"], flat_fields(data)) == KNOWN_ID
+
+
+def _format_1() -> dict[str, Any]:
+    """The manifest as Rune wrote it before format 2: no metadata digest."""
+    data = {k: v for k, v in _manifest().items() if k != "metadata_sha256"}
+    return {**data, "format_version": 1}
+
+
+def test_format_1_manifests_read_as_before_and_keep_their_ids(tmp_path: Path) -> None:
+    data = read_manifest(_write(tmp_path / KNOWN_ID, _format_1()))
+    assert compute_id(data["files"], flat_fields(data)) == KNOWN_ID
+    assert not text_verified(data) and text_verified(_manifest())
+
+
+def test_the_metadata_digest_covers_every_field_but_itself() -> None:
+    manifest = _manifest()
+    assert manifest["metadata_sha256"] == metadata_digest(manifest)
+    for key in set(manifest) - {"metadata_sha256"}:
+        edited = {**manifest, key: "edited"}
+        assert metadata_digest(edited) != manifest["metadata_sha256"], key
+
+
+@pytest.mark.parametrize("data", [
+    {k: v for k, v in _manifest().items() if k != "metadata_sha256"},
+    {**_format_1(), "metadata_sha256": "ab" * 32},
+], ids=["format-2-without-digest", "format-1-with-digest"])
+def test_a_digest_that_does_not_fit_the_format_is_refused(
+    tmp_path: Path, data: dict[str, Any]
+) -> None:
+    with pytest.raises(ManifestError, match="invalid 'metadata_sha256'") as err:
+        read_manifest(_write(tmp_path / KNOWN_ID, data))
+    assert err.value.summary == "its manifest has missing, unknown or invalid fields"
 
 
 @pytest.mark.parametrize("change, says", [

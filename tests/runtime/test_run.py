@@ -98,3 +98,43 @@ def test_rune_run_json(settings: Settings, adapter_a: AdapterSpec,
     assert code == 0 and json.loads(capsys.readouterr().out)["adapter_id"] is None
     assert main(["run", PROMPT, "--adapter", "feedfacecafe"]) == 1
     assert "rune: no adapter has the id" in capsys.readouterr().err
+
+
+def _flip_last_byte(path: Path) -> None:
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size: only the digest tells
+    path.write_bytes(bytes(data))
+
+
+def test_auto_recall_skips_a_damaged_best_match_and_answers_with_the_next(
+    settings: Settings, llama: LlamaCppBackend, adapter_a: AdapterSpec, adapter_b: AdapterSpec
+) -> None:
+    first = _store(settings, adapter_a, TASK)
+    second = _store(settings, adapter_b, TASK.replace("acme", "acme billing"))
+    query = "connect to the acme database"
+    best = run_with_memory(settings, PROMPT, task=query, max_tokens=4, backend=llama)
+    assert best.adapter_id in (first.adapter_id, second.adapter_id) and best.skipped == []
+    damaged, other = (first, second) if best.adapter_id == first.adapter_id else (second, first)
+    _flip_last_byte(damaged.path / "adapter_model.safetensors")
+    result = run_with_memory(settings, PROMPT, task=query, max_tokens=4, backend=llama)
+    assert result.adapter_id == other.adapter_id and result.similarity is not None
+    assert [d.adapter_id for d in result.skipped] == [damaged.adapter_id]
+    shown = result.to_dict()["skipped"][0]
+    assert shown["adapter_id"] == damaged.adapter_id and str(settings.home) not in shown["problem"]
+    _flip_last_byte(other.path / "adapter_model.safetensors")
+    neither = run_with_memory(settings, PROMPT, task=query, max_tokens=4, backend=llama)
+    assert neither.adapter_id is None and len(neither.skipped) == 2  # the bare base answers
+
+
+def test_an_explicit_damaged_adapter_fails_in_one_sentence_without_a_path(
+    settings: Settings, llama: LlamaCppBackend, adapter_a: AdapterSpec
+) -> None:
+    record = _store(settings, adapter_a, TASK)
+    (record.path / "manifest.json").chmod(0o644)
+    (record.path / "manifest.json").write_text("{ not json")
+    with pytest.raises(IntegrityError) as err:
+        run_with_memory(settings, PROMPT, adapter=record.adapter_id, backend=llama)
+    message = str(err.value)
+    assert message.startswith(f"adapter {record.adapter_id[:12]} failed verification")
+    assert str(settings.home) not in message and message.count(". ") == 0
