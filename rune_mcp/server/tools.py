@@ -260,8 +260,8 @@ def _add_run(server: MCPServer[Any], rune: Rune) -> None:
             adapter_id=res.adapter_id,
             similarity=None if res.similarity is None else round(float(res.similarity), 4),
             timings={str(k): round(float(v), 4) for k, v in dict(res.timings).items()},
-        )
             skipped=[damaged_adapter(d) for d in res.skipped],
+        )
         used = (
             f"[adapter {result.adapter_id[:12]}]" if result.adapter_id else "[no adapter]"
         )
@@ -287,8 +287,8 @@ def _add_list(server: MCPServer[Any], rune: Rune) -> None:
         if result.adapters:
             lines = [
                 f"{a.adapter_id[:12]}  {a.created or ''}  {a.project or '-'}  {a.task[:100]}"
-                for a in result.adapters
                 + ("" if a.text_verified else "  (unverified text)")
+                for a in result.adapters
             ]
         elif result.damaged:
             lines = ["The library has no usable adapters."]
