@@ -46,6 +46,7 @@ from rune_mcp.agents.installing import (
 from rune_mcp.capture.base import Builder, as_text, decode, read_jsonl
 from rune_mcp.capture.budget import image_note
 from rune_mcp.capture.chain import kept_branch, trees, unique
+from rune_mcp.capture.transcript_file import read_transcript
 from rune_mcp.config import Settings
 from rune_mcp.errors import ConfigError, ParseError
 from rune_mcp.trajectory import Trajectory
@@ -315,8 +316,10 @@ def _file_subagents(source: Path, stats: Counter[str]) -> list[Trajectory]:
             stats["skipped_compaction_agents"] += 1
             continue
         try:
-            text = decode(path.read_bytes(), Counter())
-            subs.append(parse(text, str(path)))
+            # Read like the main transcript, and only from inside its folder: a subagent file
+            # that is a link to somewhere else is not read.
+            data = read_transcript(path, [source.parent], error=ParseError).data
+            subs.append(parse(decode(data, Counter()), str(path)))
         except (ParseError, OSError):
             stats["subagents_unreadable"] += 1
     return subs

@@ -18,14 +18,29 @@ from pathlib import Path
 from rune_mcp import agents
 from rune_mcp.capture import sniff
 from rune_mcp.capture.base import decode
-from rune_mcp.errors import ParseError
+from rune_mcp.capture.transcript_file import (
+    MAX_FILE_BYTES,
+    TranscriptFile,
+    read_transcript,
+    still_names,
+)
+from rune_mcp.errors import ParseError, RuneError
 from rune_mcp.trajectory import Trajectory
 
-MAX_FILE_BYTES = 512 * 1024 * 1024
 _MAGIC_BYTES = 64  # enough of a file's start to recognise a database or a compressor
 _BLANK = " \t\r\n\ufeff\x00"
 
-__all__ = ["FORMATS", "detect_format", "parse_path", "parse_text"]
+__all__ = [
+    "FORMATS",
+    "MAX_FILE_BYTES",
+    "TranscriptFile",
+    "database_magic",
+    "detect_format",
+    "parse_file",
+    "parse_path",
+    "parse_text",
+    "read_transcript",
+]
 
 
 def __getattr__(name: str) -> tuple[str, ...]:
@@ -66,40 +81,53 @@ def parse_text(text: str, fmt: str = "auto", name: str = "<text>") -> Trajectory
     return agents.get(fmt).parse(text, name, None)
 
 
-def _database_trajectory(path: Path, magic: bytes, fmt: str) -> Trajectory | None:
-    """A chat database some agent keeps (Cursor's `state.vscdb`), opened read-only."""
+def _database_trajectory(
+    file: TranscriptFile, fmt: str, error: type[RuneError]
+) -> Trajectory | None:
+    """A chat database some agent keeps (Cursor's `state.vscdb`), opened read-only.
+
+    SQLite opens the file by its path itself, so the checked location must still hold the
+    file that was checked once it has been read.
+    """
     for agent in agents.AGENTS:
         db = agent.database
-        if db is not None and magic.startswith(db.magic) and fmt in ("auto", agent.name):
-            return db.parse(path, None)
+        if db is not None and file.data.startswith(db.magic) and fmt in ("auto", agent.name):
+            traj = db.parse(file.path, None)
+            if not still_names(file):
+                raise error(f"{file.path} changed while Rune read it; try again.")
+            return traj
     return None
+
+
+def database_magic() -> tuple[bytes, ...]:
+    """The first bytes of every chat database an agent keeps (its bytes are not kept)."""
+    return tuple(a.database.magic for a in agents.AGENTS if a.database is not None)
 
 
 def parse_path(path: Path, fmt: str = "auto") -> Trajectory:
     """Parse a transcript file (Claude Code subagents beside it are attached; a Cursor
-    `state.vscdb` is opened read-only)."""
+    `state.vscdb` is opened read-only). The file is read once (`read_transcript`)."""
     fmt = _check_format(fmt)
-    path = Path(path)
-    if not path.is_file():
-        raise ParseError(f"no transcript at {path}: the file does not exist or is not a file.")
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ParseError(f"{path} is {size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20}"
-                             " MiB a transcript may have; split it or pass a smaller file.")
-        with path.open("rb") as fh:
-            magic = fh.read(_MAGIC_BYTES)
-        traj = _database_trajectory(path, magic, fmt)
-        if traj is not None:
-            return traj
-        packed = sniff.compressed(path, magic)
-        if packed is not None:
-            raise ParseError(packed)
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ParseError(f"cannot read {path} ({exc.strerror or exc}).") from None
+    file = read_transcript(Path(path), error=ParseError, database_magic=database_magic())
+    return parse_file(file, fmt)
+
+
+def parse_file(file: TranscriptFile, fmt: str = "auto") -> Trajectory:
+    """Parse the bytes of a transcript already read (`read_transcript`); `file.path` names it
+    and anchors the files an agent keeps beside it."""
+    fmt = _check_format(fmt)
+    path = file.path
+    traj = _database_trajectory(file, fmt, ParseError)
+    if traj is not None:
+        return traj
+    packed = sniff.compressed(path, file.data[:_MAGIC_BYTES])
+    if packed is not None:
+        raise ParseError(packed)
+    if not file.complete:
+        raise ParseError(f"{path} is a chat database, not a {fmt} transcript; pass the "
+                         "format auto.")
     stats: Counter[str] = Counter()
-    text = decode(data, stats)
+    text = decode(file.data, stats)
     try:
         if not text.strip(_BLANK):
             raise ParseError(f"no task found in {path}: it is empty.")
@@ -108,7 +136,7 @@ def parse_path(path: Path, fmt: str = "auto") -> Trajectory:
         traj = agents.get(fmt).parse(text, str(path), path)
     except ParseError:
         # Nothing readable came out: say why (binary, UTF-16, another encoding) if it is so.
-        problem = sniff.unreadable(path, data, text, stats)
+        problem = sniff.unreadable(path, file.data, text, stats)
         if problem is not None:
             raise ParseError(problem) from None
         raise

@@ -5,15 +5,21 @@ watcher runs beside them, yet a CPU can train only one adapter at a time. So eve
 remember a session becomes a row in one SQLite file (`RUNE_HOME/jobs.sqlite3`, WAL mode, busy
 timeout), and a single worker per library, elected by a file lock, takes rows one by one.
 
-Deduplication, decided so that a hook stays well under a second:
-- a transcript *path* is keyed by its resolved path and not parsed at enqueue time; while a job
-  for that path is still queued, enqueueing it again returns the same job (a Claude Code `Stop`
-  hook fires after every turn: one job, pushed back by `delay`). When the last job for the path
-  is done and the file's SHA-256 is unchanged, that done job is returned. The worker parses the
-  file, records the trajectory id, and a trajectory already in the library (or already done by
-  another job) is reused, never trained twice.
-- raw *text* is parsed (and so redacted) at enqueue time, keyed by its trajectory id, and only the
-  redacted trajectory JSON is stored: no unredacted secret ever lands in the queue.
+Every job holds the redacted trajectory it will learn, parsed when it is queued; the worker
+never opens a transcript. A file checked at enqueue time and opened again minutes later could
+be another file by then (a symlink or hard link swapped in), so a transcript is read once,
+through the descriptor that was checked (`rune_mcp.capture.transcript_file`), and what is
+stored is parsed from those bytes. No unredacted secret ever lands in the queue.
+
+Deduplication:
+- a transcript *file* is keyed by its real path; while a job for that path is still queued,
+  enqueueing it again returns the same job with the newer content (a Claude Code `Stop` hook
+  fires after every turn: one job, pushed back by `delay`), and an unchanged file (same
+  SHA-256) is not parsed again. When the last job for the path is done and the file is
+  unchanged, that done job is returned.
+- raw *text* is keyed by its trajectory id.
+The worker records the trajectory id, and a trajectory already in the library (or already done
+by another job) is reused, never trained twice.
 
 The row itself is `distill/job.py`; running the jobs (retries, backoff, priority) is
 `distill/worker.py`.
@@ -28,11 +34,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rune_mcp import heal, sqlite
+from rune_mcp.capture import database_magic, parse_file
+from rune_mcp.capture.transcript_file import TranscriptFile, read_transcript
 from rune_mcp.config import Settings
 from rune_mcp.distill.job import (
     MAX_BACKOFF_S,
@@ -47,8 +55,7 @@ from rune_mcp.distill.job import (
     queue_file,
 )
 from rune_mcp.distill.worker import PERMANENT_ERRORS, Worker, start_worker_thread
-from rune_mcp.errors import InputError, UsageError
-from rune_mcp.fsutil import file_digest
+from rune_mcp.errors import UsageError
 
 # Importers take the queue's names from here.
 __all__ = [
@@ -126,59 +133,70 @@ class JobQueue:
 
     def enqueue(
         self,
-        path: Path | None = None,
+        path: Path | TranscriptFile | None = None,
         text: str | None = None,
         *,
         fmt: str = "auto",
         source: str = "manual",
         session_id: str | None = None,
         delay: float = 0.0,
+        roots: Sequence[Path] | None = None,
     ) -> Job:
         """Queue one session (a transcript file or raw text) and return its job at once.
 
-        `delay` holds the job back that many seconds; enqueueing the same path again while it
-        waits pushes it back again (a debounce for hooks that fire after every turn), and a
-        call with `delay=0` makes it ready now.
+        `path` is a file already read and checked (`read_transcript`, as the tools and hooks
+        do) or a path, read here: inside `roots` only, when given (None: a path the user named
+        on the command line). `delay` holds the job back that many seconds; enqueueing the
+        same path again while it waits pushes it back again (a debounce for hooks that fire
+        after every turn), and a call with `delay=0` makes it ready now.
         """
         if (path is None) == (text is None):
             raise UsageError("give exactly one of a transcript path or text to remember.")
         if path is not None:
-            return self._enqueue_path(Path(path), fmt, source, session_id, delay)
+            if not isinstance(path, TranscriptFile):
+                path = read_transcript(Path(path), roots, database_magic=database_magic())
+            return self._enqueue_file(path, fmt, source, session_id, delay)
         assert text is not None
         return self._enqueue_text(text, fmt, source, session_id, delay)
 
-    def _enqueue_path(
-        self, path: Path, fmt: str, source: str, session_id: str | None, delay: float
+    def _last(self, conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM jobs WHERE key = ? ORDER BY created DESC, rowid DESC LIMIT 1", (key,)
+        ).fetchone()
+        return row
+
+    def _enqueue_file(
+        self, file: TranscriptFile, fmt: str, source: str, session_id: str | None, delay: float
     ) -> Job:
-        resolved = path.expanduser().resolve()
-        if not resolved.is_file():
-            raise InputError(f"transcript {path} does not exist or is not a file; check the path.")
-        try:
-            sha = file_digest(resolved)
-        except OSError as exc:
-            raise InputError(
-                f"cannot read transcript {path} ({exc.strerror}); check its permissions."
-            ) from exc
-        key = f"path:{resolved}"
+        key = f"path:{file.path}"
+        with self.connect() as conn:
+            last = self._last(conn, key)
+        # Parsed outside any transaction (it may take a while), unless the file is unchanged.
+        traj = None if _unchanged(last, file) else parse_file(file, fmt)
         now = time.time()
         with self.write() as conn:
-            last = conn.execute(
-                "SELECT * FROM jobs WHERE key = ? ORDER BY created DESC, rowid DESC LIMIT 1",
-                (key,),
-            ).fetchone()
+            last = self._last(conn, key)
+            if last is not None and last["state"] == "done" and _unchanged(last, file):
+                return job_from_row(last)
+            if traj is None and not _unchanged(last, file):  # another process got in between
+                traj = parse_file(file, fmt)
+            fresh = (None, None) if traj is None else (traj.to_json(), traj.id)
             if last is not None and last["state"] == "queued":
                 not_before = now if delay <= 0 else max(last["not_before"], now + delay)
                 conn.execute(
                     "UPDATE jobs SET not_before = ?, content_sha = ?, updated = ?, "
+                    "trajectory_json = COALESCE(?, trajectory_json), "
+                    "trajectory_id = COALESCE(?, trajectory_id), "
                     "session_id = COALESCE(session_id, ?) WHERE id = ?",
-                    (not_before, sha, now, session_id, last["id"]),
+                    (not_before, file.sha256, now, *fresh, session_id, last["id"]),
                 )
                 return self._get(conn, last["id"])
-            if last is not None and last["state"] == "done" and last["content_sha"] == sha:
-                return job_from_row(last)
+            if traj is None:  # the last job is running or failed: this one needs its own
+                traj = parse_file(file, fmt)
             job_id = self._insert(
-                conn, key, fmt=fmt, source=source, session_id=session_id,
-                not_before=now + max(0.0, delay), path=str(resolved), content_sha=sha,
+                conn, key, fmt=fmt, source=source, session_id=session_id or traj.session_id,
+                not_before=now + max(0.0, delay), path=str(file.path), content_sha=file.sha256,
+                trajectory_json=traj.to_json(), trajectory_id=traj.id,
             )
             return self._get(conn, job_id)
 
@@ -321,3 +339,11 @@ class JobQueue:
                 "DELETE FROM jobs WHERE state IN ('done', 'failed') AND finished < ?", (cutoff,)
             )
             return int(cur.rowcount)
+
+
+def _unchanged(row: sqlite3.Row | None, file: TranscriptFile) -> bool:
+    """Whether the last job of this path already holds (or, done, has learned) exactly this
+    content, so the file need not be parsed again."""
+    if row is None or row["content_sha"] != file.sha256:
+        return False
+    return row["state"] == "done" or (row["state"] == "queued" and bool(row["trajectory_json"]))

@@ -17,7 +17,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
@@ -32,7 +31,6 @@ from rune_mcp.errors import (
     TrainingError,
     UsageError,
 )
-from rune_mcp.fsutil import file_digest
 
 if TYPE_CHECKING:
     from rune_mcp.distill.queue import JobQueue
@@ -226,13 +224,15 @@ class Worker:
         return report
 
     def _execute(self, row: sqlite3.Row) -> dict[str, Any]:
-        """Parse (for path jobs), skip what is already remembered, then distill."""
+        """Read the job's trajectory, skip what is already remembered, then distill."""
         from rune_mcp.trajectory import Trajectory
 
-        if row["trajectory_json"]:
-            traj = Trajectory.from_json(row["trajectory_json"], f"job {row['id']}'s trajectory")
-        else:
-            traj = self._parse_path(row)
+        if not row["trajectory_json"]:
+            # Jobs carry their parsed transcript; the worker never opens a path, which could
+            # name another file by now than the one checked when the job was queued.
+            raise InputError(f"job {row['id']} holds no trajectory (it was queued by an older "
+                             "Rune); remember the session again.")
+        traj = Trajectory.from_json(row["trajectory_json"], f"job {row['id']}'s trajectory")
         self._record_trajectory(row["id"], traj.id)
         earlier = self._done_for_trajectory(traj.id, row["id"])
         if earlier is not None:
@@ -252,20 +252,6 @@ class Worker:
             "final_loss": None if res.final_loss is None else float(res.final_loss),
             "method": res.method,
         }
-
-    def _parse_path(self, row: sqlite3.Row) -> Any:
-        from rune_mcp.capture import parse_path
-
-        path = Path(row["path"])
-        if not path.is_file():
-            raise InputError(f"transcript {path.name} no longer exists; nothing to remember.")
-        try:
-            sha = file_digest(path)
-        except OSError as exc:
-            raise InputError(f"cannot read transcript {path.name} ({exc.strerror}).") from exc
-        with self.jobs.connect() as conn:
-            conn.execute("UPDATE jobs SET content_sha = ? WHERE id = ?", (sha, row["id"]))
-        return parse_path(path, fmt=row["fmt"])
 
     def _record_trajectory(self, job_id: str, trajectory_id: str) -> None:
         with self.jobs.connect() as conn:

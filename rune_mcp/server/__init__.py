@@ -42,6 +42,7 @@ from rune_mcp.server.models import (
     StatusResult,
     tool_error,
 )
+from rune_mcp.server.public import public_result
 from rune_mcp.server.resources import add_resources
 from rune_mcp.server.service import Rune, status_text
 from rune_mcp.server.tools import add_tools, validation_sentence
@@ -93,6 +94,16 @@ class RuneServer(MCPServer[Any]):
         self.rune = rune
 
     async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        result = await self._call_tool(name, arguments, context)
+        # The one place answers lose Rune's internal paths (`rune_mcp.server.public`).
+        cleaned: CallToolResult | InputRequiredResult = public_result(
+            name, result, self.rune.settings.home
+        )
+        return cleaned
+
+    async def _call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         log.debug("tools/call %s with %s", name[:60], sorted(str(k)[:40] for k in arguments))

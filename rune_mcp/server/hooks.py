@@ -1,9 +1,9 @@
 """`rune hook <agent>`: queue a session when the agent says it ended.
 
-An agent waits for its hooks, so a hook must return in a fraction of a second and must never
-fail the agent: it reads the event from stdin, queues the transcript (no parsing, no
-training), makes sure a worker will run, and exits 0 whatever happened, logging problems to
-`RUNE_HOME/logs/rune.log`.
+An agent waits for its hooks, so a hook must return quickly and must never fail the agent: it
+reads the event from stdin, reads and parses the transcript once (redacted, as every queued
+trajectory is; no training), queues it, makes sure a worker will run, and exits 0 whatever
+happened, logging problems to `RUNE_HOME/logs/rune.log`.
 
 Which events end a session, and how soon the job may run, is each agent's `hook`
 (`rune_mcp/agents/`): an event that closes the session makes the job ready at once; one that
@@ -84,12 +84,14 @@ def _job(agent: str, event: dict[str, Any], settings: Settings) -> HookJob:
 
 
 def _enqueue(settings: Settings, job: HookJob) -> Any:
+    """Check and read the transcript once, as a tool call does, and queue what was read: the
+    event comes from whatever wrote the agent's hook input, and the file may change later."""
     from rune_mcp.distill.queue import JobQueue
-    from rune_mcp.server.safety import resolve_transcript
+    from rune_mcp.server.safety import open_transcript
 
-    real = resolve_transcript(str(job.path), settings)
+    file = open_transcript(str(job.path), settings)
     return JobQueue(settings).enqueue(
-        path=real, fmt=job.fmt, source="hook", session_id=job.session_id, delay=job.delay
+        path=file, fmt=job.fmt, source="hook", session_id=job.session_id, delay=job.delay
     )
 
 

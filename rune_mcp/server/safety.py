@@ -2,9 +2,11 @@
 
 An MCP client is an agent acting on text it read elsewhere, so a tool argument may be wrong or
 hostile: a path that climbs out with `..`, a symlink planted inside an allowed folder that
-points at `~/.ssh`, a NUL byte that truncates a path in C code, a megabyte-long id. Every
-refusal is an `InputError` whose one sentence says what to change, and never echoes more of a
-path than the caller already sent.
+points at `~/.ssh` (or swapped in after the path was checked), a hard link to a file elsewhere,
+a FIFO that blocks whoever opens it, a NUL byte that truncates a path in C code, a
+megabyte-long id. A transcript is checked and read once (`open_transcript`); every refusal is
+an `InputError` whose one sentence says what to change, and never echoes more of a path than
+the caller already sent.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rune_mcp.agents import AGENTS
+from rune_mcp.capture import database_magic
+from rune_mcp.capture.transcript_file import TranscriptFile, read_transcript, within
 from rune_mcp.config import Settings
 from rune_mcp.errors import InputError
 
@@ -83,18 +87,11 @@ def allowed_roots(settings: Settings, workspace_roots: Iterable[Path] = ()) -> l
     return roots
 
 
-def _within(path: Path, roots: Sequence[Path]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)
+def transcript_candidate(raw: str, workspace_roots: Sequence[Path] = ()) -> Path:
+    """The caller's transcript path as an absolute path, refused when malformed.
 
-
-def resolve_transcript(
-    raw: str, settings: Settings, workspace_roots: Sequence[Path] = ()
-) -> Path:
-    """Turn a caller's transcript path into a real file inside the allowed roots.
-
-    Refuses NUL bytes, control characters, `..` components, relative paths with no workspace
-    root to anchor them, and any path whose real location (after following every symlink) lies
-    outside the allowed roots.
+    Refuses NUL bytes, control characters, `..` components, and relative paths with no
+    workspace root to anchor them.
     """
     check_no_nul(raw, "transcript_path")
     if not raw.strip():
@@ -108,21 +105,28 @@ def resolve_transcript(
         if not workspace_roots:
             raise InputError("transcript_path is relative; give the file's absolute path.")
         candidate = Path(workspace_roots[0]) / candidate
-    roots = allowed_roots(settings, workspace_roots)
-    try:
-        # strict=False still follows every symlink that exists; checking the roots before
-        # existence keeps the tool from telling which files exist outside them.
-        real = candidate.resolve(strict=False)
-    except (OSError, RuntimeError) as exc:  # a symlink loop
-        raise InputError("transcript_path cannot be resolved; check the path.") from exc
-    if not _within(real, roots):
-        raise InputError(
-            "transcript_path is outside the folders Rune may read (the agents' transcript "
-            "folders, the workspace roots and allowed_roots); add its folder to allowed_roots."
-        )
-    if not real.is_file():
-        raise InputError(f"no transcript file at {raw[:200]}; check the path.")
-    return real
+    return candidate
+
+
+def open_transcript(
+    raw: str,
+    settings: Settings,
+    workspace_roots: Sequence[Path] = (),
+    what: str = "transcript_path",
+) -> TranscriptFile:
+    """Check a caller's transcript path and read the file once, through one descriptor.
+
+    Beyond `transcript_candidate`: the real location (every symlink followed) must lie inside
+    the allowed roots, and the opened file must be a regular file with one name (a hard link
+    may lead anywhere), no larger than a transcript may be (`read_transcript`). What is
+    queued is parsed from these bytes, so nothing swapped in later is ever read.
+    """
+    return read_transcript(
+        transcript_candidate(raw, workspace_roots),
+        allowed_roots(settings, workspace_roots),
+        label=what,
+        database_magic=database_magic(),
+    )
 
 
 def find_session_transcript(session_id: str, settings: Settings) -> Path:
@@ -136,9 +140,15 @@ def find_session_transcript(session_id: str, settings: Settings) -> Path:
             continue
         for match in sorted(folder.glob(pattern)):
             real = match.resolve()
-            if real.is_file() and _within(real, roots):
+            if real.is_file() and within(real, roots):
                 return real
     raise InputError(
         f"no transcript for session {session_id} was found in the agents' transcript folders; "
         "pass transcript_path instead."
     )
+
+
+def open_session_transcript(session_id: str, settings: Settings) -> TranscriptFile:
+    """The transcript of a session id (`find_session_transcript`), read like `open_transcript`."""
+    path = find_session_transcript(session_id, settings)
+    return open_transcript(str(path), settings, what=f"the transcript of session {session_id}")

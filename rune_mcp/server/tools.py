@@ -39,8 +39,8 @@ from rune_mcp.server.safety import (
     check_identifier,
     check_size,
     check_text_arg,
-    find_session_transcript,
-    resolve_transcript,
+    open_session_transcript,
+    open_transcript,
 )
 from rune_mcp.server.service import Rune, in_thread, status_text
 
@@ -136,15 +136,16 @@ def _add_remember(server: MCPServer[Any], rune: Rune) -> None:
         if transcript_path is not None:
             workspace = [*rune.roots, *await _client_roots(ctx)]
             raw = transcript_path
-            path = await in_thread(lambda: resolve_transcript(raw, settings, workspace))
+            # Read once here and queued parsed: the worker never opens the path again.
+            file = await in_thread(lambda: open_transcript(raw, settings, workspace))
             job = await in_thread(
-                lambda: rune.queue().enqueue(path=path, fmt=fmt, source="mcp")
+                lambda: rune.queue().enqueue(path=file, fmt=fmt, source="mcp")
             )
         elif session_id is not None:
-            path = await in_thread(lambda: find_session_transcript(session_id, settings))
+            found = await in_thread(lambda: open_session_transcript(session_id, settings))
             job = await in_thread(
                 lambda: rune.queue().enqueue(
-                    path=path, fmt=fmt, source="mcp", session_id=session_id
+                    path=found, fmt=fmt, source="mcp", session_id=session_id
                 )
             )
         else:

@@ -23,10 +23,11 @@ from typing import Any, Protocol
 
 from rune_mcp import agents
 from rune_mcp.agents.base import Runs
+from rune_mcp.capture.transcript_file import open_checked, read_range, read_transcript, still_names
 from rune_mcp.config import Settings
-from rune_mcp.errors import RuneError
+from rune_mcp.errors import ParseError, RuneError
 from rune_mcp.trajectory import Trajectory
-from rune_mcp.watch.sources import Match
+from rune_mcp.watch.sources import Match, watched_roots
 from rune_mcp.watch.tail import Chunk, WatchDB
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,15 @@ def job_queue_enqueue(settings: Settings) -> Enqueue:
     from rune_mcp.distill.queue import JobQueue
 
     jobs = JobQueue(settings)
+    roots = watched_roots(settings)
 
     def enqueue(
         *, path: Path | None, text: str | None, fmt: str, session_id: str | None
     ) -> str:
+        # The queue reads and parses the file once more, checked against the watched folders:
+        # what it stores is what it checked.
         return jobs.enqueue(
-            path=path, text=text, fmt=fmt, source="watcher", session_id=session_id
+            path=path, text=text, fmt=fmt, source="watcher", session_id=session_id, roots=roots
         ).id
 
     return enqueue
@@ -151,6 +155,7 @@ class SessionTracker:
         self._db_read_at: dict[Path, float] = {}
         # Agents rewrite their chat database for UI state too: read it at most this often.
         self._db_interval = min(settings.idle_seconds, 30.0)
+        self._roots = watched_roots(settings)
 
     # --- inside the tail transaction ----------------------------------------------------
 
@@ -474,19 +479,28 @@ class SessionTracker:
             self._set(key, "failed", f"internal error ({type(exc).__name__}: {exc})", fresh=0)
 
     def _load(self, row: sqlite3.Row) -> tuple[Trajectory, Path | None, str | None, str]:
-        """The session's trajectory, and what to queue: a path, or text in a format."""
-        from rune_mcp.capture import parse_path, parse_text
+        """The session's trajectory, and what to queue: a path, or text in a format.
+
+        Every file is opened checked (`open_checked`): inside the watched folders, a regular
+        file with one name, so one swapped for a link since it was seen is not read.
+        """
+        from rune_mcp.capture import database_magic, parse_file, parse_text
 
         path = Path(row["path"])
         keeper = agents.with_database(row["fmt"])
         if keeper is not None and keeper.database is not None:
             # The database is the agent's, not a file to queue: the job carries the JSON.
-            traj = keeper.database.parse(path, row["key"].split(":", 1)[1])
+            with open_checked(path, self._roots, error=ParseError) as opened:
+                traj = keeper.database.parse(opened.path, row["key"].split(":", 1)[1])
+                if not still_names(opened):
+                    raise ParseError(f"{path} changed while it was read; it is read again later.")
             return traj, None, traj.to_json(), "generic"
         if _runs(row["agent"]) is not None:
             text = self._run_text(row)
             return parse_text(text, fmt=row["agent"], name=path.name), None, text, row["agent"]
-        return parse_path(path, fmt=row["fmt"]), path, None, row["fmt"]
+        file = read_transcript(path, self._roots, error=ParseError,
+                               database_magic=database_magic())
+        return parse_file(file, fmt=row["fmt"]), path, None, row["fmt"]
 
     def _queue(self, row: sqlite3.Row, why: str) -> None:
         traj, path, text, fmt = self._load(row)
@@ -513,9 +527,8 @@ class SessionTracker:
                 "SELECT offset FROM files WHERE id = ?", (row["file_id"],)
             ).fetchone()
             end = row["start"] if offsets is None else int(offsets["offset"])
-        with open(row["path"], "rb") as handle:
-            handle.seek(int(row["start"]))
-            data = handle.read(max(0, int(end) - int(row["start"])))
+        with open_checked(Path(row["path"]), self._roots, error=ParseError) as opened:
+            data = read_range(opened, int(row["start"]), max(0, int(end) - int(row["start"])))
         return data.decode("utf-8", "replace")
 
     def _ignored(self, row: sqlite3.Row) -> str | None:

@@ -16,7 +16,7 @@ from rune_mcp.agents import AGENTS
 from rune_mcp.agents.base import Match, Matcher
 from rune_mcp.config import Settings
 
-__all__ = ["Match", "Matcher", "Source", "sources_for", "wanted"]
+__all__ = ["Match", "Matcher", "Source", "sources_for", "wanted", "watched_roots"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,17 @@ def sources_for(settings: Settings) -> list[Source]:
         Source(place.label, place.root, place.depth, place.match)
         for agent in AGENTS for place in agent.places(settings)
     ]
+
+
+def watched_roots(settings: Settings) -> list[Path]:
+    """The watched folders, resolved: the only places the watcher reads a session from (a
+    file there that is a link to somewhere else is not read)."""
+    roots: list[Path] = []
+    for source in sources_for(settings):
+        root = source.root.expanduser().resolve()
+        if root not in roots:
+            roots.append(root)
+    return roots
 
 
 def wanted(settings: Settings, match: Match) -> bool:

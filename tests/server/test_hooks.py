@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from watch.sessions import claude_lines, cursor_lines, write_lines
+
 from rune_mcp.config import Settings
 from rune_mcp.distill.queue import JobQueue
 from rune_mcp.server.hooks import run_hook
@@ -25,11 +27,10 @@ def _event(path: Path, name: str, session: str = "s-1") -> io.StringIO:
     }))
 
 
-def _session(settings: Settings, name: str = "s-1") -> Path:
+def _session(settings: Settings, name: str = "s-1", turns: int = 2) -> Path:
+    """A Claude Code transcript (hooks parse it when they queue it)."""
     path = settings.claude_dir / "projects" / "-home-dev-app" / f"{name}.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('{"type": "user"}\n')
-    return path
+    return write_lines(path, claude_lines(f"fix the build ({name})", turns=turns, session=name))
 
 
 def test_turns_queue_one_debounced_job_and_session_end_makes_it_ready(settings: Settings) -> None:
@@ -62,8 +63,7 @@ def test_cursor_stop_hook_finds_the_agent_transcript(settings: Settings) -> None
     conversation = "0f9a6c1e-1111-2222-3333-444455556666"
     path = (settings.cursor_dir / "projects" / "home-dev-app" / "agent-transcripts"
             / conversation / f"{conversation}.jsonl")
-    path.parent.mkdir(parents=True)
-    path.write_text('{"role": "user", "message": {"content": []}}\n')
+    write_lines(path, cursor_lines("rename the settings page"))
     stdin = io.StringIO(json.dumps({
         "conversation_id": conversation, "generation_id": "g", "hook_event_name": "stop",
         "workspace_roots": ["/home/dev/app"], "status": "completed",
@@ -75,9 +75,8 @@ def test_cursor_stop_hook_finds_the_agent_transcript(settings: Settings) -> None
 
 def test_hook_command_returns_fast_and_starts_one_worker(settings: Settings) -> None:
     """The real command: exit 0 at once; the detached worker it starts runs the job (here a
-    transcript too small to parse, so it fails fast) and exits."""
-    path = _session(settings, "s-2")
-    path.write_text("not a transcript\n")
+    session with nothing to learn, so it fails fast) and exits."""
+    path = _session(settings, "s-2", turns=0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNE_")}
     env.update(RUNE_HOME=str(settings.home), RUNE_CACHE_DIR=str(settings.cache_dir),
                PYTHONPATH=str(REPO), HOME=str(Path.home()))

@@ -13,14 +13,20 @@ import pytest
 
 from rune_mcp.config import Settings
 from rune_mcp.distill.queue import JobQueue, backoff_seconds
-from rune_mcp.errors import BackendError, InputError, LibraryError, UsageError
+from rune_mcp.errors import BackendError, InputError, LibraryError, ParseError, UsageError
 from server.conftest import generic_transcript
 
 
-def _transcript(tmp_path: Path, name: str = "s.jsonl", body: str = "{}\n") -> Path:
+def _transcript(tmp_path: Path, name: str = "s.jsonl", body: str | None = None) -> Path:
     path = tmp_path / name
-    path.write_text(body)
+    path.write_text(generic_transcript(0) if body is None else body)
     return path
+
+
+def _nothing_to_learn() -> str:
+    """A session that parses but holds no action: training refuses it at once."""
+    return json.dumps({"task": "say hello", "session_id": "quiet", "steps": [
+        {"kind": "user", "text": "say hello"}, {"kind": "assistant", "text": "hello"}]})
 
 
 def test_same_path_queued_once_and_debounced(settings: Settings, tmp_path: Path) -> None:
@@ -42,8 +48,41 @@ def test_done_path_is_not_queued_again_unless_it_changed(settings: Settings, tmp
     with sqlite3.connect(queue.db_path) as conn:
         conn.execute("UPDATE jobs SET state = 'done', adapter_id = 'a1' WHERE id = ?", (job.id,))
     assert queue.enqueue(path=path).id == job.id
-    path.write_text('{"more": 1}\n')
+    path.write_text(generic_transcript(1))
     assert queue.enqueue(path=path).id != job.id
+
+
+def test_a_path_is_parsed_when_queued_and_requeueing_keeps_the_newest_content(
+    settings: Settings, tmp_path: Path
+) -> None:
+    queue = JobQueue(settings)
+    path = _transcript(tmp_path)
+    first = queue.enqueue(path=path, source="hook", delay=100)
+    assert first.trajectory_id and first.session_id == "generic-0"
+    path.write_text(generic_transcript(6))
+    again = queue.enqueue(path=path, source="hook", delay=100)
+    assert again.id == first.id and again.trajectory_id != first.trajectory_id
+    with sqlite3.connect(queue.db_path) as conn:
+        stored = conn.execute("SELECT trajectory_json FROM jobs WHERE id = ?",
+                              (first.id,)).fetchone()[0]
+    assert "variant 6" in stored  # the job carries what was read, not a path to open later
+    path.write_text("not a transcript\n")
+    with pytest.raises(ParseError):
+        queue.enqueue(path=path)  # refused when queued, not later by the worker
+
+
+def test_a_job_without_its_trajectory_fails_without_opening_its_path(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A row as an older Rune queued it (a path, nothing parsed): the worker refuses it."""
+    queue = JobQueue(settings)
+    job = queue.enqueue(path=_transcript(tmp_path))
+    with sqlite3.connect(queue.db_path) as conn:
+        conn.execute("UPDATE jobs SET trajectory_json = NULL WHERE id = ?", (job.id,))
+    assert queue.work(nice=0) == 1
+    failed = queue.get(job.id)
+    assert failed.state == "failed" and failed.attempts == 1
+    assert failed.error and "remember the session again" in failed.error
 
 
 def test_text_is_parsed_redacted_and_deduplicated_by_trajectory(settings: Settings) -> None:
@@ -93,7 +132,7 @@ def test_worker_runs_a_text_job_through_the_real_pipeline_up_to_reuse(
 
 def test_permanent_failure_is_not_retried(settings: Settings, tmp_path: Path) -> None:
     queue = JobQueue(settings, backoff_s=0.01)
-    path = _transcript(tmp_path, body="this is not a transcript\x00\n")
+    path = _transcript(tmp_path, body=_nothing_to_learn())
     job = queue.enqueue(path=path, fmt="generic")
     assert queue.work(nice=0) == 1
     failed = queue.get(job.id)
@@ -146,7 +185,7 @@ def test_gives_up_after_max_attempts(
 
 def test_orphaned_running_job_is_requeued(settings: Settings, tmp_path: Path) -> None:
     queue = JobQueue(settings)
-    job = queue.enqueue(path=_transcript(tmp_path, body="not json\n"), fmt="generic")
+    job = queue.enqueue(path=_transcript(tmp_path, body=_nothing_to_learn()), fmt="generic")
     with sqlite3.connect(queue.db_path) as conn:
         conn.execute("UPDATE jobs SET state = 'running', attempts = 1 WHERE id = ?", (job.id,))
     assert queue.work(nice=0, once=True) == 1
@@ -164,7 +203,7 @@ def _hold_worker_lock(home: str, ready: Any, release: Any) -> None:
 
 def test_only_one_worker_per_library_across_processes(settings: Settings, tmp_path: Path) -> None:
     queue = JobQueue(settings)
-    queue.enqueue(path=_transcript(tmp_path, body="not json\n"), fmt="generic")
+    queue.enqueue(path=_transcript(tmp_path, body=_nothing_to_learn()), fmt="generic")
     ctx = multiprocessing.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
     other = ctx.Process(target=_hold_worker_lock, args=(str(settings.home), ready, release))

@@ -1,4 +1,5 @@
-"""Input checks: allowed roots with symlinks followed, `..`, NUL bytes, sizes, ids."""
+"""Input checks: allowed roots with symlinks followed, `..`, NUL bytes, sizes, ids (the
+transcript file checks in depth, with links swapped after queueing: test_paths.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ from rune_mcp.server.safety import (
     check_identifier,
     check_size,
     find_session_transcript,
-    resolve_transcript,
+    open_transcript,
 )
+
+
+def resolve_transcript(raw: str, settings: Settings, workspace: list[Path] | None = None) -> Path:
+    """Where the checked transcript was read from."""
+    return open_transcript(raw, settings, workspace or []).path
 
 
 @pytest.fixture
@@ -87,7 +93,7 @@ def test_malformed_paths_are_refused(settings: Settings, raw: str) -> None:
 
 
 def test_directory_is_not_a_transcript(settings: Settings, inside: Path) -> None:
-    with pytest.raises(InputError, match="no transcript file"):
+    with pytest.raises(InputError, match="is a directory, not a regular file"):
         resolve_transcript(str(inside.parent), settings)
 
 
