@@ -167,6 +167,20 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(
         default=4_000_000, ge=1024, description="Largest request or text argument accepted."
     )
+    max_json_depth: int = Field(
+        default=64, ge=8, le=128,
+        description="Deepest nesting of arrays and objects accepted in one stdio message.",
+    )
+    http_header_timeout: float = Field(
+        default=10.0, gt=0, le=300,
+        description="Seconds an HTTP client has to send a request's headers (from connecting, "
+        "or from the end of the previous response) before it is disconnected.",
+    )
+    http_body_timeout: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="Seconds an HTTP client has to send a request's body once its headers are "
+        "in, before it is disconnected.",
+    )
     allowed_roots: list[Path] = Field(
         default_factory=list,
         description="Extra folders whose transcripts tools may read (agents' folders are always allowed).",

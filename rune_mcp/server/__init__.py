@@ -11,7 +11,8 @@ serves, and Rune logs to stderr and `RUNE_HOME/logs/rune.log`.
 
 The package follows one request's path: `tools` and `resources` check the arguments and
 answer; `service` holds the library, queue and runtime behind them; `models` is what they
-return; `http` is the HTTP transport and its guards. This module assembles the server.
+return; `stdio` and `http` are the transports and their guards (`linecheck` screens stdio
+lines). This module assembles the server.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from rune_mcp.server.models import (
 from rune_mcp.server.public import public_result
 from rune_mcp.server.resources import add_resources
 from rune_mcp.server.service import Rune, status_text
+from rune_mcp.server.stdio import StdioLimits, screened_stdio
 from rune_mcp.server.tools import add_tools, validation_sentence
 
 __all__ = [
@@ -127,6 +129,13 @@ class RuneServer(MCPServer[Any]):
             if isinstance(cause, ToolError | RuneError):
                 return tool_error(str(cause))
             return tool_error(str(exc))
+
+    async def run_stdio_async(self) -> None:
+        """Serve over stdio with every malformed line answered (`rune_mcp.server.stdio`)."""
+        lowlevel = self._lowlevel_server
+        limits = StdioLimits.from_settings(self.rune.settings)
+        async with screened_stdio(limits) as (read_stream, write_stream):
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
     def _precheck(self, name: str, arguments: dict[str, Any]) -> str | None:
         tool = self._tool_manager.get_tool(name)

@@ -1,8 +1,9 @@
 """`rune serve --http`: the streamable HTTP transport and what guards it.
 
 The SDK's DNS-rebinding protection checks Host and Origin against the machine's own names,
-the request body is capped, and a bearer token is required when one is set (it must be, to
-listen beyond this machine).
+the request body is capped, a bearer token is required when one is set (it must be, to
+listen beyond this machine), and a client must send each request's headers and body within
+the deadlines of `http_deadlines`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import InputError
+from rune_mcp.server.http_deadlines import deadline_protocol
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,10 @@ def serve_http(
         )
     app = http_app(server, settings, host)
     log.info("rune serve: http://%s:%d/mcp", host, port)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    protocol = deadline_protocol(settings.http_header_timeout, settings.http_body_timeout)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="on", http=protocol
+    )
     uvicorn.Server(config).run()
 
 
