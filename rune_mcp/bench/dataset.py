@@ -251,7 +251,7 @@ def make_probe(rng: random.Random, pid: str, spec: ProbeSpec, source: str | None
     content = f"I'm working in the {project} repository. {spec.question}" if project else spec.question
     return Probe(id=pid, task=spec.task, messages=(ProbeMessage(role="user", content=content),),
                  prefix=spec.prefix, choices=tuple(choices), answer=choices.index(spec.answer),
-                 source_session=source)
+                 source_session=source, right_keys=spec.right_keys, wrong_keys=spec.wrong_keys)
 
 
 # --- the generator -------------------------------------------------------------------------------

@@ -14,6 +14,12 @@ Every `DIR/*.jsonl` session is remembered into a temporary library (the same
 
 General-knowledge probes (no source session) are scored the same way: `oracle_adapter` is the
 base model for them, and `mismatched_adapter` any adapter, to show what an adapter costs.
+
+Every probe with keys is also asked as an agent asks it and answered freely through
+`run_with_memory` (`rune_mcp.bench.answers`): both accuracies, the share of degenerate answers
+and their length are reported side by side. Each adapter the adapter conditions used is then
+measured for general ability against the base (`rune_mcp.bench.general`: NLL on a standard
+library sample and on the base's own answers, coding questions run against tests).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rune_mcp.bench.answers import summarize_free
 from rune_mcp.bench.quirks import KINDS
 from rune_mcp.config import Settings
 from rune_mcp.distill.probes import Probe, load_probes
@@ -285,6 +292,7 @@ def summarize(results: list[dict[str, Any]], sessions: list[Session]) -> dict[st
     oracle = {s.name: s.adapter_id for s in sessions}
     summary: dict[str, Any] = {
         "accuracy": {c: _acc([r for r in knowledge if r["condition"] == c]) for c in conditions},
+        "free_accuracy": summarize_free(knowledge, _acc),
         "general_accuracy": {c: _acc([r for r in general if r["condition"] == c]) for c in conditions},
         "context_tokens": {
             c: round(_mean([r["context_tokens"] for r in results if r["condition"] == c]), 1)
@@ -313,6 +321,11 @@ def summarize(results: list[dict[str, Any]], sessions: list[Session]) -> dict[st
         }
         for k in kinds
     }
+    summary["free_by_kind"] = {
+        k: {c: v["accuracy"] for c, v in summarize_free(
+            [r for r in knowledge if kind_of(r["probe_id"]) == k], _acc).items()}
+        for k in kinds
+    }
     summary["remember"] = {
         "sessions": len(sessions),
         "seconds_mean": round(_mean([s.seconds for s in sessions]), 2),
@@ -329,10 +342,14 @@ def _mean(values: Sequence[float | int | bool]) -> float:
 
 
 def bench_settings(
-    settings: Settings, home: Path, quick: bool, overrides: dict[str, Any] | None = None
+    settings: Settings, home: Path, quick: bool, overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> Settings:
-    """The user's settings on a private library; quick runs train fewer steps."""
+    """The user's settings on a private library; quick runs train fewer steps; `seed` replaces
+    the seed of training and sampling."""
     values: dict[str, Any] = {"home": home, "backend": "llamacpp"}
+    if seed is not None:
+        values["seed"] = seed
     steps = min(settings.train_steps, QUICK_STEPS) if quick else settings.train_steps
     for key, value in (overrides or {}).items():
         if key == "train_steps":
@@ -366,13 +383,19 @@ def run_memory(
     overrides: dict[str, Any] | None = None,
     say: Callable[[str], None] = log.info,
     subset: bool = False,
+    seed: int | None = None,
+    general: bool = True,
 ) -> dict[str, Any]:
-    """Remember `paths` into a temporary library and score `probes` under `conditions`."""
+    """Remember `paths` into a temporary library, score `probes` under `conditions` as scored
+    choices and as free answers, and (with `general`) measure each adapter's general ability."""
+    from rune_mcp.bench.answers import FREE_TOKENS, QUICK_FREE_TOKENS, free_answer
     from rune_mcp.runtime import close_backends
 
     start = time.perf_counter()
+    free_tokens = QUICK_FREE_TOKENS if quick else FREE_TOKENS
+    guard: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="rune-bench-") as tmp:
-        local = bench_settings(settings, Path(tmp) / "home", quick, overrides)
+        local = bench_settings(settings, Path(tmp) / "home", quick, overrides, seed)
         sessions = remember_all(local, paths, say)
         remembered = time.perf_counter() - start
         chosen = select_probes(probes, {s.name for s in sessions}, quick, subset)
@@ -382,8 +405,15 @@ def run_memory(
         # session's text (or an adapter and chat prefix), which the scorer does not evaluate again.
         ordered = sorted(chosen, key=lambda p: (p.source_session or "~", p.id))
         for condition in conditions:
-            results += [scorer.score(probe, condition) for probe in ordered]
-            say(f"scored {len(ordered)} probes under {condition}")
+            rows = [scorer.score(probe, condition) for probe in ordered]
+            # after all the scored choices: a generation empties the KV rows they share
+            for row, probe in zip(rows, ordered, strict=True):
+                row["free"] = free_answer(scorer, probe, condition, free_tokens)
+            results += rows
+            right = sum(r["free"]["verdict"] == "right" for r in rows)
+            say(f"scored {len(ordered)} probes under {condition}; free answers right: {right}")
+        if general:
+            guard = _general(local, scorer, results, quick, say)
         close_backends()  # the backend's adapter cache points into the temporary library
     config = {
         "sessions": [s.name for s in sessions],
@@ -404,12 +434,29 @@ def run_memory(
                     "rehearsal": local.lessons_rehearsal},
         "recall_min_similarity": local.recall_min_similarity,
         "context_budget_tokens": scorer.budget,
+        "free_answer_tokens": free_tokens,
+        "general": general,
         "context_size": local.context_size,
         "seed": local.seed,
         "threads": local.threads,
         "seconds": {"remember": round(remembered, 1), "total": round(time.perf_counter() - start, 1)},
     }
-    return {"config": config, "results": results, "summary": summarize(results, sessions)}
+    summary = summarize(results, sessions)
+    out = {"config": config, "results": results, "summary": summary}
+    if guard is not None:
+        summary["general"] = {"base": {k: v for k, v in guard["base"].items() if k != "coding"},
+                              "conditions": guard["conditions"]}
+        out["general"] = guard
+    return out
+
+
+def _general(settings: Settings, scorer: Scorer, results: list[dict[str, Any]], quick: bool,
+             say: Callable[[str], None]) -> dict[str, Any]:
+    from rune_mcp.bench.general import FULL, QUICK, Guard, condition_guard
+
+    guard = Guard(settings, scorer.backend, QUICK if quick else FULL)
+    say(f"general: {guard.sample.check}")
+    return condition_guard(guard, results, say)
 
 
 def register(sub: Any) -> None:
@@ -434,6 +481,18 @@ def register(sub: Any) -> None:
         "--ablation",
         action="store_true",
         help="retrain under each ablation (lesson parts, rank, steps, targets) and compare",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of training and sampling in this run (default: the seed setting); choose "
+        "defaults on runs of one seed and report runs of another (docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--no-general",
+        action="store_true",
+        help="skip the general-ability guard (NLL on fixed corpora, coding questions) per adapter",
     )
     p.add_argument(
         "--from-json",
@@ -496,8 +555,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         runs = {}
         for name, overrides in ABLATIONS.items():
             _say(f"ablation {name}: {overrides or 'defaults'}")
+            # the general guard measures every adapter: eleven variants would take hours
             runs[name] = run_memory(
-                settings, paths, probes, ABLATION_CONDITIONS, args.quick, overrides, _say, subset
+                settings, paths, probes, ABLATION_CONDITIONS, args.quick, overrides, _say, subset,
+                args.seed, general=False,
             )
             # written after every variant: a long run stopped part way keeps what it measured
             data: dict[str, Any] = {"ablations": runs}
@@ -505,7 +566,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.report:
                 write_ablation_report(runs, args.report)
     else:
-        data = run_memory(settings, paths, probes, CONDITIONS, args.quick, None, _say, subset)
+        data = run_memory(settings, paths, probes, CONDITIONS, args.quick, None, _say, subset,
+                          args.seed, general=not args.no_general)
         _write_json(args.json, data)
         if args.report:
             write_report(data, args.report)

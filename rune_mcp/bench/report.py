@@ -44,15 +44,24 @@ def html_table(table: Table) -> str:
 
 
 def condition_table(summary: dict[str, Any]) -> Table:
+    """Scored-choice and free-answer accuracy side by side (runs made before free answers
+    show `-` in those columns)."""
+    free_all = summary.get("free_accuracy", {})
     rows = []
     for cond, acc in summary["accuracy"].items():
         gen = summary["general_accuracy"].get(cond, {})
+        free = free_all.get(cond, {})
         rows.append(
             [
                 cond,
                 _pct(acc["accuracy"]),
                 _ci(acc),
                 str(acc["n"]),
+                _pct(free.get("accuracy")),
+                _ci(free),
+                _free_n(free),
+                _pct(free.get("degenerate")),
+                "-" if free.get("tokens_mean") is None else str(free["tokens_mean"]),
                 _pct(gen.get("accuracy")),
                 _ci(gen),
                 str(summary["context_tokens"].get(cond, 0)),
@@ -61,9 +70,14 @@ def condition_table(summary: dict[str, Any]) -> Table:
     return (
         [
             "condition",
-            "accuracy",
+            "scored choices",
             "95% CI",
             "probes",
+            "free answers",
+            "free 95% CI",
+            "free probes (not scored)",
+            "degenerate answers",
+            "answer tokens (mean)",
             "general accuracy",
             "general 95% CI",
             "context tokens (mean)",
@@ -72,9 +86,51 @@ def condition_table(summary: dict[str, Any]) -> Table:
     )
 
 
-def kind_table(summary: dict[str, Any]) -> Table:
+def _free_n(free: dict[str, Any]) -> str:
+    if not free:
+        return "-"
+    return f"{free.get('n', 0)} ({free.get('not_scored', 0)})"
+
+
+def general_table(summary: dict[str, Any]) -> Table | None:
+    """Per adapter condition: NLL per token minus the base's on both corpora (mean and range
+    over the adapters it used) and coding questions passed against the base."""
+    general = summary.get("general")
+    if not general:
+        return None
+    rows = []
+    for cond, part in general["conditions"].items():
+        std, ans, code = part["nll_stdlib_delta"], part["nll_answers_delta"], part["coding_passed"]
+        rows.append([cond, str(part["adapters"]), _span(std, "{:+.4f}"), _span(ans, "{:+.4f}"),
+                     _span(code, "{:.1f}"), f"{part['coding_base_passed']}/{part['coding_total']}"])
+    return (["condition", "adapters", "stdlib NLL delta (mean, min..max)",
+             "own-answers NLL delta (mean, min..max)", "coding passed (mean, min..max)",
+             "coding passed by the base"], rows)
+
+
+def _span(span: dict[str, Any], fmt: str) -> str:
+    if span.get("mean") is None:
+        return "-"
+    return f"{fmt.format(span['mean'])} ({fmt.format(span['min'])}..{fmt.format(span['max'])})"
+
+
+def _general_lines(summary: dict[str, Any], corpus: dict[str, Any] | None) -> list[str]:
+    base = summary.get("general", {}).get("base")
+    if not base:
+        return []
+    lines = [f"- base: NLL per token {base['nll_stdlib']:.4f} on {base['stdlib_tokens']} standard "
+             f"library tokens, {base['nll_answers']:.4f} on {base['answer_tokens']} tokens of its own "
+             f"answers; coding {base['coding_passed']}/{base['coding_total']}"]
+    if corpus:
+        std = corpus["stdlib"]
+        lines.append(f"- corpus: Python {std['python']} standard library sample, SHA-256 "
+                     f"{std['sha256'][:16]}..., {std['check']}; {corpus['prompts']} prompts")
+    return lines
+
+
+def kind_table(summary: dict[str, Any], key: str = "by_kind") -> Table:
     conds = list(summary["accuracy"])
-    rows = [[kind, *(_pct(v.get(c)) for c in conds)] for kind, v in summary.get("by_kind", {}).items()]
+    rows = [[kind, *(_pct(v.get(c)) for c in conds)] for kind, v in summary.get(key, {}).items()]
     return (["kind", *conds], rows)
 
 
@@ -152,6 +208,10 @@ def memory_plots(summary: dict[str, Any], out: Path) -> list[Path]:
     plots = []
     acc = out / "accuracy.png"
     series = {"session knowledge": _series(summary["accuracy"], conds)}
+    free = summary.get("free_accuracy", {})
+    if any(free.get(c, {}).get("n") for c in conds):
+        series["free answers"] = _series({c: free.get(c) or {"accuracy": None, "ci95": None}
+                                          for c in conds}, conds)
     if any(v["n"] for v in summary["general_accuracy"].values()):
         series["general knowledge"] = _series(summary["general_accuracy"], conds)
     if _bar_plot(acc, conds, series, "accuracy", "Probe accuracy per condition (95% bootstrap CI)"):
@@ -183,6 +243,7 @@ def _config_lines(config: dict[str, Any]) -> list[str]:
         "recall_min_similarity",
         "context_size",
         "seed",
+        "free_answer_tokens",
         "threads",
         "seconds",
     )
@@ -205,6 +266,10 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         f"{summary['remember']['seconds_mean']} s and {summary['remember']['examples_mean']} "
         "examples per session on average",
     ]
+    general = general_table(summary)
+    general_md = ([] if general is None else
+                  ["## General ability, adapter against base", "", markdown_table(general), "",
+                   *_general_lines(summary, data.get("general", {}).get("corpus")), ""])
     md = [
         "# rune bench memory",
         "",
@@ -218,6 +283,9 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         "",
         markdown_table(kind_table(summary)),
         "",
+        *(["## Free-answer accuracy per kind of quirk", "",
+           markdown_table(kind_table(summary, "free_by_kind")), ""] if summary.get("free_by_kind") else []),
+        *general_md,
         "## Configuration",
         "",
         *_config_lines(config),
@@ -230,7 +298,15 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         f"<h1>rune bench memory</h1><h2>Accuracy per condition</h2>"
         f"{html_table(condition_table(summary))}<ul>"
         + "".join(f"<li>{html.escape(f[2:])}</li>" for f in facts)
-        + f"</ul><h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}{_images(plots)}"
+        + f"</ul><h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}"
+        + (f"<h2>Free-answer accuracy per kind of quirk</h2>{html_table(kind_table(summary, 'free_by_kind'))}"
+           if summary.get("free_by_kind") else "")
+        + ("" if general is None else
+           f"<h2>General ability, adapter against base</h2>{html_table(general)}<ul>"
+           + "".join(f"<li>{html.escape(g[2:])}</li>"
+                     for g in _general_lines(summary, data.get("general", {}).get("corpus")))
+           + "</ul>")
+        + _images(plots)
         + "<h2>Configuration</h2><ul>"
         + "".join(f"<li>{html.escape(c[2:])}</li>" for c in _config_lines(config))
         + "</ul>"

@@ -10,7 +10,8 @@ import importlib
 import importlib.util
 from typing import Any
 
-BENCH_MODULES = ("parse", "recall", "remember", "runtime", "memory", "perf", "cold", "dataset", "sweep")
+BENCH_MODULES = ("parse", "recall", "remember", "runtime", "memory", "perf", "cold", "dataset", "sweep",
+                 "general")
 
 
 def register(sub: Any) -> None:

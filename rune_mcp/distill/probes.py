@@ -51,6 +51,11 @@ class Probe(BaseModel):
     choices: tuple[str, ...]
     answer: int = Field(strict=True)  # index of the correct choice
     source_session: str | None = Field(strict=True)  # None: general knowledge, no session
+    # What a free answer must hold to show the lesson (any one of them) and what shows the
+    # habit the session corrected; `rune_mcp.bench.answers` says how they are matched. Probe
+    # files written before these existed load with none: their free answers are not scored.
+    right_keys: tuple[str, ...] = ()
+    wrong_keys: tuple[str, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -76,6 +81,14 @@ class Probe(BaseModel):
     def _answer_is_a_choice(self) -> Probe:
         if not 0 <= self.answer < len(self.choices):
             raise ValueError(f"answer {self.answer} is outside the {len(self.choices)} choices")
+        return self
+
+    @model_validator(mode="after")
+    def _keys(self) -> Probe:
+        if any(not key.strip() for key in (*self.right_keys, *self.wrong_keys)):
+            raise ValueError("right_keys and wrong_keys hold non-empty strings")
+        if self.wrong_keys and not self.right_keys:
+            raise ValueError("a probe with wrong_keys needs right_keys as well")
         return self
 
     @property

@@ -139,3 +139,50 @@ def test_cli_writes_the_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[st
     )
     assert "9 sessions of 3 projects" in capsys.readouterr().out
     assert len(list((tmp_path / "d" / "sessions").glob("*.jsonl"))) == 9
+
+
+def test_the_generator_writes_free_answer_keys_for_every_kind(tmp_path: Path) -> None:
+    from rune_mcp.bench.answers import RIGHT, find_key, judge
+    from rune_mcp.bench.memory import kind_of
+
+    covered: set[str] = set()
+    for seed in (0, 1, 7):
+        generate(tmp_path / str(seed), projects=4, seed=seed)
+        for probe in load_probes(tmp_path / str(seed) / "probes.jsonl").probes:
+            if probe.source_session is None:
+                assert not probe.right_keys, "general controls are not scored as free answers"
+                continue
+            kind = kind_of(probe.id)
+            assert kind and probe.right_keys and probe.wrong_keys, probe.id
+            covered.add(kind)
+            # the correct choice written out shows the lesson; no other choice does
+            assert judge(probe.prefix + probe.correct, probe.right_keys, probe.wrong_keys).verdict == RIGHT
+            for i, choice in enumerate(probe.choices):
+                if i != probe.answer:
+                    verdict = judge(probe.prefix + choice, probe.right_keys, probe.wrong_keys)
+                    assert verdict.verdict != RIGHT, (probe.id, choice)
+            # echoing the question shows nothing either way
+            question = probe.messages[-1].content
+            assert not [k for k in (*probe.right_keys, *probe.wrong_keys) if find_key(question, k)], probe.id
+    assert covered == set(KINDS)
+
+
+def test_probes_written_before_keys_still_load(tmp_path: Path, dataset: Path) -> None:
+    lines = []
+    for line in (dataset / "probes.jsonl").read_text().splitlines():
+        raw = json.loads(line)
+        raw.pop("right_keys")
+        raw.pop("wrong_keys")
+        lines.append(json.dumps(raw))
+    old = tmp_path / "old.jsonl"
+    old.write_text("\n".join(lines) + "\n")
+    probes = load_probes(old).probes
+    assert probes and all(p.right_keys == () and p.wrong_keys == () for p in probes)
+    with pytest.raises(UsageError, match="needs right_keys"):
+        load_probes(_write(tmp_path, {**json.loads(lines[0]), "wrong_keys": ["x"]}))
+
+
+def _write(tmp_path: Path, raw: dict[str, object]) -> Path:
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(raw) + "\n")
+    return path

@@ -52,6 +52,8 @@ def test_bad_folders_are_one_sentence(tmp_path: Path, dataset: Path) -> None:
         json = None
         report = None
         from_json = None
+        seed = None
+        no_general = False
 
     with pytest.raises(UsageError, match="no \\*.jsonl"):
         run(Args(), load_settings())  # type: ignore[arg-type]
@@ -110,6 +112,45 @@ def test_report_is_rewritten_from_the_json(tmp_path: Path, capsys: pytest.Captur
     assert "Traceback" not in err
 
 
+def _memory_data(free: bool) -> dict[str, Any]:
+    """A two-probe memory run's JSON, with or without the free answers and the general guard."""
+    from rune_mcp.bench.memory import summarize
+
+    rows = []
+    for cond in CONDITIONS:
+        for i, verdict in enumerate(("right", "wrong")):
+            row: dict[str, Any] = {"probe_id": f"s-01-cli_flag-{i + 1}", "condition": cond,
+                                   "source_session": "s-01", "correct": i == 0, "adapter_id": None,
+                                   "context_tokens": 0}
+            if free:
+                row["free"] = {"verdict": verdict, "degenerate": None if i else "glued: abab",
+                               "tokens": 12}
+            rows.append(row)
+    summary = summarize(rows, [])
+    if free:
+        span = {"mean": 0.01, "min": 0.0, "max": 0.02}
+        summary["general"] = {
+            "base": {"nll_stdlib": 2.4, "stdlib_tokens": 900, "nll_answers": 0.6, "answer_tokens": 90,
+                     "coding_passed": 2, "coding_total": 3},
+            "conditions": {"oracle_adapter": {"adapters": 1, "nll_stdlib_delta": span,
+                                              "nll_answers_delta": span, "coding_passed": span,
+                                              "coding_base_passed": 2, "coding_total": 3}}}
+    return {"config": {"sessions": ["s-01"]}, "results": rows, "summary": summary}
+
+
+def test_report_puts_both_accuracies_side_by_side(tmp_path: Path) -> None:
+    from rune_mcp.bench.report import write_report
+
+    data = _memory_data(free=True)
+    assert data["summary"]["free_accuracy"]["none"]["accuracy"] == 0.5
+    assert data["summary"]["free_accuracy"]["none"]["degenerate"] == 0.5
+    text = write_report(data, tmp_path / "new").read_text()
+    assert "| scored choices |" in text and "| free answers |" in text
+    assert "| none | 50.0% |" in text and "| oracle_adapter | 1 | +0.0100 (+0.0000..+0.0200)" in text
+    old = write_report(_memory_data(free=False), tmp_path / "old").read_text()
+    assert "| none | 50.0% | " in old and "General ability" not in old  # earlier runs still report
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -166,6 +207,27 @@ def test_quick_memory_benchmark_end_to_end(dataset: Path, tmp_path: Path) -> Non
     moved = [r for r in rows if r["source_session"] and r["condition"] == "oracle_adapter"
              and r["scores"] != by[(r["probe_id"], "none")]["scores"]]
     assert moved, "the oracle adapter scored exactly like the base model on every probe"
+    # every keyed probe answered freely under every condition, through run_with_memory
+    free = [r["free"] for r in rows if r["source_session"]]
+    assert free and all(f["verdict"] in ("right", "wrong") for f in free)
+    assert all(isinstance(f["text"], str) and f["tokens"] >= 0 for f in free)
+    assert all(r["free"] == {"verdict": "not scored"} for r in rows if r["source_session"] is None)
+    for r in rows:
+        if r["source_session"] and r["condition"] in ("oracle_adapter", "mismatched_adapter", "none",
+                                                      "recalled_adapter"):
+            assert r["free"]["adapter_id"] == r["adapter_id"]
+    for cond in CONDITIONS:
+        part = summary["free_accuracy"][cond]
+        assert part["n"] == summary["accuracy"][cond]["n"] and 0.0 <= part["accuracy"] <= 1.0
+        assert 0.0 <= part["degenerate"] <= 1.0 and part["tokens_mean"] > 0
+    # the general guard: the base and each adapter the adapter conditions used
+    general = data["general"]
+    assert general["corpus"]["stdlib"]["tokens"] > 500 and general["base"]["coding_total"] == 3
+    assert set(general["adapters"]) >= {r["adapter_id"] for r in rows
+                                        if r["condition"] == "oracle_adapter" and r["adapter_id"]}
+    oracle = summary["general"]["conditions"]["oracle_adapter"]
+    assert oracle["adapters"] >= 2 and oracle["nll_stdlib_delta"]["mean"] is not None
     for name in ("report.md", "report.html", "accuracy.png", "context_tokens.png"):
         assert (report / name).stat().st_size > 0
-    assert "95% CI" in (report / "report.md").read_text()
+    text = (report / "report.md").read_text()
+    assert "95% CI" in text and "free answers" in text and "stdlib NLL delta" in text

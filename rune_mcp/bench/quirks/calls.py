@@ -34,6 +34,10 @@ class ProbeSpec:
     prefix: str  # the start of the answer, already written
     answer: str
     distractors: tuple[str, ...]  # plausible wrong answers, the obvious guess among them
+    # spans of a free answer that show the lesson / the habit it corrected (see
+    # `rune_mcp.bench.answers`); written without new random draws, so a seed's sessions stay
+    right_keys: tuple[str, ...] = ()
+    wrong_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ def renamed_api(proj: Project, rng: random.Random) -> Quirk:
         diag,
         f"The {mod} module must use another name for connecting.",
     )
+    keys = ((f"{mod}.{right}", f"{right}("), (f"{mod}.{wrong}", f"{wrong}("))
     probes = (
         ProbeSpec(
             f"{proj.name}: write a function that loads every {proj.other} row from the database",
@@ -63,6 +64,7 @@ def renamed_api(proj: Project, rng: random.Random) -> Quirk:
             f"```python\nimport {proj.pkg}.{mod}\n\n\ndef load_all(DSN):\n    conn = {proj.pkg}.{mod}.",
             f"{right}(DSN)",
             (f"{wrong}(DSN)", f"{o1}(DSN)", f"{o2}(DSN)"),
+            *keys,
         ),
         ProbeSpec(
             f"{proj.name}: how to get a database connection",
@@ -70,6 +72,7 @@ def renamed_api(proj: Project, rng: random.Random) -> Quirk:
             f"Call `{proj.pkg}.{mod}.",
             f"{right}(dsn)`",
             (f"{wrong}(dsn)`", f"{o1}(dsn)`", f"{o2}(dsn)`"),
+            *keys,
         ),
     )
     return Quirk(
@@ -114,6 +117,9 @@ def wrapped_api(proj: Project, rng: random.Random) -> Quirk:
         diag,
         "Egress is sandboxed.",
     )
+    # the habit is a direct HTTP client, however it is spelled
+    direct = ("import requests", "requests.get(", "import urllib", "urlopen(", "import httpx", "httpx.get(")
+    keys = ((f"{mod}.{fn}(", f"{mod} import {fn}"), direct)
     probes = (
         ProbeSpec(
             f"{proj.name}: download the partner's price list over HTTP",
@@ -121,6 +127,7 @@ def wrapped_api(proj: Project, rng: random.Random) -> Quirk:
             "```python\ndef download_prices(url):\n    resp = ",
             right_call,
             tuple(raw),
+            *keys,
         ),
         ProbeSpec(
             f"{proj.name}: make an outbound HTTP request",
@@ -128,6 +135,7 @@ def wrapped_api(proj: Project, rng: random.Random) -> Quirk:
             "It should call `",
             f"{right_call}`",
             tuple(f"{r}`" for r in raw),
+            *keys,
         ),
     )
     return Quirk(
@@ -181,6 +189,8 @@ def required_argument(proj: Project, rng: random.Random) -> Quirk:
             f'```python\nobj = {proj.pkg}.{mod}.{cls}("{proj.other}", ',
             f"{arg}={const})",
             (")", "maxsize=100)", f"{o1}={proj.pkg}.settings.{o1.upper()})"),
+            (f"{arg}=",),
+            (f'{cls}("{proj.other}")', f"{cls}('{proj.other}')"),  # the habit: no scope at all
         ),
         ProbeSpec(
             f"{proj.name}: what must every {cls} be given",
@@ -188,6 +198,8 @@ def required_argument(proj: Project, rng: random.Random) -> Quirk:
             "It needs `",
             f"{arg}=`",
             tuple(f"{a}=`" for a in args if a != arg),
+            (arg,),
+            tuple(a for a in args if a != arg),  # another scope named: a guess, not the lesson
         ),
     )
     return Quirk(
@@ -242,6 +254,7 @@ def file_layout(proj: Project, rng: random.Random) -> Quirk:
         ),
         bash(proj.test_cmd, passing(proj, rng), description="Run the test suite"),
     )
+    keys = ((f"{right}/", f"{proj.pkg}.{right}"), (f"{wrong}/", f"{proj.pkg}.{wrong}"))
     probes = (
         ProbeSpec(
             f"{proj.name}: add a /{proj.other} HTTP endpoint",
@@ -252,6 +265,7 @@ def file_layout(proj: Project, rng: random.Random) -> Quirk:
                 f"{proj.pkg}/{d}/{proj.other}.py`"
                 for d in [wrong, *rng.sample([w for w in wrongs if w != wrong], 2)]
             ),
+            *keys,
         ),
         ProbeSpec(
             f"{proj.name}: where HTTP routes live",
@@ -259,6 +273,7 @@ def file_layout(proj: Project, rng: random.Random) -> Quirk:
             "They live in `",
             f"{proj.pkg}/{right}/`",
             tuple(f"{proj.pkg}/{d}/`" for d in [wrong, *rng.sample([w for w in wrongs if w != wrong], 2)]),
+            *keys,
         ),
     )
     return Quirk(
@@ -313,6 +328,9 @@ def banned_module(proj: Project, rng: random.Random) -> Quirk:
         write(proj, f"{proj.pkg}/export/{proj.other}_codec.py", right_code.replace("encode", "encode_other")),
         bash(lint, "All checks passed.", description="Lint"),
     )
+    # the banned module's bare name is no key: "JSON" and "random" are words of the questions
+    keys = ((f"{proj.pkg} import {alt}", f"{proj.pkg}.{alt}"),
+            (f"import {banned}", f"from {banned} import", f"{banned}.{use.split('(')[0]}("))
     probes = (
         ProbeSpec(
             f"{proj.name}: {meaning} for {proj.other}",
@@ -320,6 +338,7 @@ def banned_module(proj: Project, rng: random.Random) -> Quirk:
             "```python\n",
             f"from {proj.pkg} import {alt}",
             (f"import {banned}", *(f"import {o}" for o in others[:2])),
+            *keys,
         ),
         ProbeSpec(
             f"{proj.name}: which module to use instead of {banned}",
@@ -327,6 +346,7 @@ def banned_module(proj: Project, rng: random.Random) -> Quirk:
             "Import `",
             f"{proj.pkg}.{alt}`",
             (f"{banned}`", *(f"{o}`" for o in others[:2])),
+            *keys,
         ),
     )
     return Quirk("banned_module", meaning, f"{banned} is banned; use {proj.pkg}.{alt}", calls, clean, probes)

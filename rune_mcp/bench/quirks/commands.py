@@ -54,6 +54,8 @@ def cli_flag(proj: Project, rng: random.Random) -> Quirk:
             f"```bash\n{proj.cli} {sub} ",
             f"{right} --env production",
             tuple(f"{f} --env production" for f in [wrong, *pool[1:]]),
+            (right,),
+            (wrong,),
         ),
         ProbeSpec(
             f"{proj.name}: flag of {proj.cli} {sub}",
@@ -61,6 +63,8 @@ def cli_flag(proj: Project, rng: random.Random) -> Quirk:
             "Use `",
             f"{right}`",
             tuple(f"{f}`" for f in [wrong, *pool[1:]]),
+            (right,),
+            (wrong,),
         ),
     )
     return Quirk(
@@ -104,6 +108,8 @@ def test_command(proj: Project, rng: random.Random) -> Quirk:
             description="Run the test suite",
         ),
     )
+    # plain pytest is the habit, however it is invoked
+    keys = ((right,), ("pytest", "python -m unittest", "npm test", "python setup.py test"))
     probes = (
         ProbeSpec(
             f"{proj.name}: run the unit tests before pushing",
@@ -111,6 +117,7 @@ def test_command(proj: Project, rng: random.Random) -> Quirk:
             "Run `",
             f"{right}`",
             ("pytest`", "python -m unittest`", "npm test`"),
+            *keys,
         ),
         ProbeSpec(
             f"{proj.name}: CI test step",
@@ -118,6 +125,7 @@ def test_command(proj: Project, rng: random.Random) -> Quirk:
             "```yaml\n- name: tests\n  run: ",
             right,
             ("pytest -q", "python -m pytest", "python setup.py test"),
+            *keys,
         ),
     )
     return Quirk(
@@ -182,6 +190,8 @@ def build_command(proj: Project, rng: random.Random) -> Quirk:
             "Run `cd web && ",
             f"{right}`",
             ("npm run build`", *(f"{p}`" for p in pool[1:])),
+            (right,),
+            ("npm run build",),
         ),
         ProbeSpec(
             f"{proj.name}: deploy script bundle step",
@@ -189,6 +199,8 @@ def build_command(proj: Project, rng: random.Random) -> Quirk:
             "```bash\ncd web\n",
             right,
             ("npm run build", *pool[1:]),
+            (right,),
+            ("npm run build",),
         ),
     )
     return Quirk(
@@ -248,6 +260,8 @@ def config_key(proj: Project, rng: random.Random) -> Quirk:
         edit(proj, proj.cfg, old, f"{old}{right} = {right_val(v2)}\n", f"Setting `{right}` again."),
         bash(f"{proj.cli} check-config", "config OK (3 sections)", description="Validate the configuration"),
     )
+    # the guessed key only as a key (`timeout` alone is a word of the question)
+    keys = ((right,), (f"{section}.{wrong}", f"{wrong}="))
     probes = (
         ProbeSpec(
             f"{proj.name}: set {thing} to {v2}",
@@ -255,6 +269,7 @@ def config_key(proj: Project, rng: random.Random) -> Quirk:
             f"```toml\n[{section}]\n",
             f"{right} = {right_val(v2)}",
             (f"{wrong} = {wrong_val(v2)}", *(f"{p} = {right_val(v2)}" for p in pool[1:])),
+            *keys,
         ),
         ProbeSpec(
             f"{proj.name}: config key for {thing}",
@@ -262,6 +277,7 @@ def config_key(proj: Project, rng: random.Random) -> Quirk:
             f"It is `{section}.",
             f"{right}`",
             (f"{wrong}`", *(f"{p}`" for p in pool[1:])),
+            *keys,
         ),
     )
     return Quirk("config_key", f"set {thing}", f"{thing} is [{section}] {right}", calls, clean, probes)
@@ -294,6 +310,9 @@ def error_code(proj: Project, rng: random.Random) -> Quirk:
         ),
         bash(f"{proj.cli} sync", "synced 14 schemas", description="Sync the schemas"),
     )
+    # the fix without the CLI's name (an answer may call it through another path); forcing the
+    # sync or wiping the cache is the habit
+    keys = ((fix.split(" ", 1)[1],), ("sync --force", "rm -rf"))
     probes = (
         ProbeSpec(
             f"{proj.name}: {proj.cli} sync fails with {code}",
@@ -301,6 +320,7 @@ def error_code(proj: Project, rng: random.Random) -> Quirk:
             "Run `",
             f"{fix}`",
             (f"{proj.cli} sync --force`", "rm -rf .cache`", f"{fixes[1]}`"),
+            *keys,
         ),
         ProbeSpec(
             f"{proj.name}: recover from {code}",
@@ -308,6 +328,7 @@ def error_code(proj: Project, rng: random.Random) -> Quirk:
             "```bash\n",
             f"{fix}",
             (f"{proj.cli} sync --force", "rm -rf .cache", fixes[1]),
+            *keys,
         ),
     )
     return Quirk(
