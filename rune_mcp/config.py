@@ -213,8 +213,15 @@ class Settings(BaseModel):
     watch_subagents: bool = Field(
         default=False, description="Also remember subagent and compaction transcripts."
     )
+    exclude_projects: list[str] = Field(
+        default_factory=list,
+        description="Project folders or glob patterns (`~/work/secret`, `/srv/*`) never "
+        "remembered: the watcher and hooks skip their sessions and explicit requests are "
+        "refused. Also matched against transcript paths.",
+    )
     ignore_projects: list[str] = Field(
-        default_factory=list, description="Project paths (or glob patterns) never remembered."
+        default_factory=list,
+        description="Older name of exclude_projects; its entries still apply.",
     )
     watch_rescan_seconds: float = Field(
         default=120.0,

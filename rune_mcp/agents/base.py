@@ -9,6 +9,8 @@ agent; they walk the registry (`rune_mcp.agents.AGENTS`) and ask each `Agent` wh
 - `roots(settings)`: the folders MCP tools may read its transcripts from;
 - `session_globs(settings, session_id)`: where the transcript of one session id lies;
 - `hook`: how one of its hook events becomes a queued job (None: it has no hooks);
+- `start_note`: how it takes Rune's note into the model's context when a session starts
+  (None: it has no such event; `rune_mcp/note.py` writes the note);
 - `installer`: how Rune's server and hooks are written into its config (None: not supported);
 - `database`: a SQLite file it keeps every chat in (None: plain transcript files only).
 """
@@ -16,16 +18,19 @@ agent; they walk the registry (`rune_mcp.agents.AGENTS`) and ask each `Agent` wh
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from rune_mcp.capture.base import read_jsonl
 from rune_mcp.config import Settings
 from rune_mcp.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
 
 # --- recognising and reading transcripts ------------------------------------------------
 
@@ -161,13 +166,73 @@ class HookJob:
     session_id: str | None
     delay: float
     fmt: str = "auto"
+    project: str | None = None  # the folder the event names, checked against exclusions
 
 
 class SkipEventError(Exception):
     """The event carries nothing to queue; logged at info, not an error."""
 
 
+MAX_HOOK_INPUT = 1_000_000
+
+
+def read_event(stream: IO[str]) -> dict[str, Any]:
+    """The JSON object a hook gets on stdin; anything else (too large, not JSON, not an
+    object, not UTF-8) is logged and read as an empty dict, never raised."""
+    try:
+        raw = stream.read(MAX_HOOK_INPUT + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("hook input unreadable (%s); ignored", exc)
+        return {}
+    if len(raw) > MAX_HOOK_INPUT:
+        log.warning("hook input larger than %d bytes ignored", MAX_HOOK_INPUT)
+        return {}
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        log.warning("hook input is not JSON; ignored")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 HookMap = Callable[[dict[str, Any], Settings], HookJob]
+
+
+@dataclass(frozen=True)
+class StartNote:
+    """How an agent's session-start hook hands text to the model: which `hook_event_name`s
+    open a session, the project folder an event names (None: unknown), and what the hook
+    prints for `note` (`render(note, event)`)."""
+
+    events: frozenset[str]
+    project: Callable[[dict[str, Any]], str | None]
+    render: Callable[[str, dict[str, Any]], str]
+
+
+def event_folder(key: str) -> Callable[[dict[str, Any]], str | None]:
+    """Reads an absolute folder from `event[key]`: a string, or the first of a list of them."""
+    def read(event: dict[str, Any]) -> str | None:
+        value = event.get(key)
+        value = value[0] if isinstance(value, list) and value else value
+        ok = isinstance(value, str) and value.strip() and Path(value).is_absolute()
+        return value if ok and isinstance(value, str) else None
+
+    return read
+
+
+def additional_context(note: str, event: dict[str, Any]) -> str:
+    """Claude Code's reply that adds `note` to the model's context: a JSON object whose
+    `hookSpecificOutput.additionalContext` it reads from the hook's stdout on exit 0."""
+    name = event.get("hook_event_name")
+    return json.dumps({"hookSpecificOutput": {
+        "hookEventName": name if isinstance(name, str) else "SessionStart",
+        "additionalContext": note,
+    }}, ensure_ascii=False)
+
+
+# Claude Code's `SessionStart` (its `source` is startup, resume, clear or compact): the event
+# names the session's folder as `cwd`, and the reply is `additional_context`.
+CLAUDE_START = StartNote(frozenset({"SessionStart"}), event_folder("cwd"), additional_context)
 
 
 # --- install ---------------------------------------------------------------------------------
@@ -226,5 +291,6 @@ class Agent:
     lines: LineFacts = conversation_line
     runs: Runs | None = None
     hook: HookMap | None = None
+    start_note: StartNote | None = None
     installer: Installer | None = None
     database: Database | None = None

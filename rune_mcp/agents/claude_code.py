@@ -13,7 +13,7 @@ duplicates removed. Subagents appear either inline (`isSidechain` chains, older 
 
 Hooks: `SessionEnd` means the session is over (the job is ready at once); `Stop` and
 `PreCompact` end a turn but the user may go on, so the job waits `idle_seconds` and every later
-turn pushes it back (Ctrl+C fires no `SessionEnd`).
+turn pushes it back (Ctrl+C fires no `SessionEnd`); `SessionStart` is answered with Rune's note.
 
 Install: the server goes through `claude mcp add` when that CLI is on PATH (so Claude Code
 records it where it wants), otherwise into `.mcp.json` (project scope) or `~/.claude.json`
@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rune_mcp.agents.base import Agent, HookJob, Installer, Match, Place, Sample, SkipEventError
+from rune_mcp.agents.base import CLAUDE_START, Agent, HookJob, Installer, Match, Place, Sample, SkipEventError
 from rune_mcp.agents.installing import (
     SERVER_NAME,
     check_scope,
@@ -65,7 +65,7 @@ _INJECTED = ("<local-command-stdout>", "<local-command-stderr>", "<local-command
              "[Request interrupted", "<bash-stdout>", "<bash-stderr>")
 # How a compact summary opens, for lines written without `isCompactSummary`.
 _SUMMARY = "This session is being continued from a previous conversation"
-HOOK_EVENTS = ("SessionEnd", "Stop", "PreCompact")  # the ones `rune install` registers
+HOOK_EVENTS = ("SessionStart", "SessionEnd", "Stop", "PreCompact")  # what `rune install` adds
 _IMMEDIATE = frozenset({"SessionEnd"})
 _DEBOUNCED = frozenset({"Stop", "PreCompact", "SubagentStop"})
 SCOPES = ("user", "project", "local")
@@ -543,7 +543,8 @@ def hook_job(event: dict[str, Any], settings: Settings) -> HookJob:
         raise SkipEventError(f"{name} event without transcript_path")
     session_id = event.get("session_id")
     delay = 0.0 if name in _IMMEDIATE else settings.idle_seconds
-    return HookJob(Path(raw), session_id if isinstance(session_id, str) else None, delay, FORMAT)
+    return HookJob(Path(raw), session_id if isinstance(session_id, str) else None, delay, FORMAT,
+                   CLAUDE_START.project(event))
 
 
 AGENT = Agent(
@@ -556,6 +557,7 @@ AGENT = Agent(
     session_globs=lambda settings, sid: [(settings.claude_dir / "projects", f"*/{sid}.jsonl")],
     lines=_line,
     hook=hook_job,
+    start_note=CLAUDE_START,
     installer=Installer(
         scopes=SCOPES, install=install, uninstall=uninstall,
         cli_help="edit the config files directly even when the `claude` CLI is on PATH",

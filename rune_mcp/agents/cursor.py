@@ -8,7 +8,9 @@ Cursor keeps that database open, so it is opened strictly read-only (`mode=ro`) 
 locked or written; the most recently updated conversation is the session.
 
 Hook: `stop` ends a turn, not the chat, so the job waits `idle_seconds` and every later turn
-pushes it back; the event names the conversation, whose agent transcript is then looked up.
+pushes it back; the event names the conversation, whose agent transcript is then looked up,
+and its `workspace_roots` the project. No session-start note: Cursor's hooks (1.7) have no
+event that fires when a chat starts and hands its output to the model.
 
 Install: `.cursor/mcp.json` and `.cursor/hooks.json` in the project, or under `cursor_dir`
 (`~/.cursor`) for user scope.
@@ -35,6 +37,7 @@ from rune_mcp.agents.base import (
     Place,
     Sample,
     SkipEventError,
+    event_folder,
 )
 from rune_mcp.agents.installing import (
     check_scope,
@@ -383,10 +386,11 @@ def hook_job(event: dict[str, Any], settings: Settings) -> HookJob:
     conversation = event.get("conversation_id")
     conversation = conversation if isinstance(conversation, str) else None
     raw = event.get("transcript_path")
+    project = event_folder("workspace_roots")(event)
     if isinstance(raw, str) and raw:
-        return HookJob(Path(raw), conversation, settings.idle_seconds)
+        return HookJob(Path(raw), conversation, settings.idle_seconds, project=project)
     if conversation:
-        return HookJob(None, conversation, settings.idle_seconds)
+        return HookJob(None, conversation, settings.idle_seconds, project=project)
     raise SkipEventError("no agent transcript for this conversation; the watcher reads "
                          "Cursor's history")
 

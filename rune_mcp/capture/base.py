@@ -1,9 +1,9 @@
 """What every parser shares: tolerant line reading and the builder that makes a trajectory.
 
 Parsers only translate an agent's events into `Builder` calls (`user`, `assistant`,
-`tool_call`, `tool_result`, ...). The builder applies the size budget and redaction to every
-string as it arrives, keeps parse statistics, picks the task, and finally runs episode
-detection, so each format gets the same guarantees from one place.
+`tool_call`, `tool_result`, ...). The builder removes `<private>` spans, then applies the size
+budget and redaction to every string as it arrives, keeps parse statistics, picks the task,
+and finally runs episode detection, so each format gets the same guarantees from one place.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 from rune_mcp.capture.budget import fit
 from rune_mcp.capture.episodes import analyse
+from rune_mcp.capture.private import strip_private
 from rune_mcp.capture.redact import Redactor
 from rune_mcp.capture.tools import tool_family
 from rune_mcp.errors import ParseError
@@ -123,7 +124,10 @@ class Builder:
 
     # --- cleaning -------------------------------------------------------------------
     def clean(self, text: str) -> str:
-        return self.redactor.redact(fit(_valid_unicode(text), self.stats))
+        # `<private>` spans go first: the budget could cut a tag pair apart, and what is gone
+        # need not be redacted.
+        text = strip_private(_valid_unicode(text), self.stats)
+        return self.redactor.redact(fit(text, self.stats))
 
     def clean_value(self, value: Any) -> Any:
         if isinstance(value, str):

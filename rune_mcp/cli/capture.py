@@ -1,4 +1,5 @@
-"""`rune parse PATH`: turn a transcript into a trajectory and show what was captured."""
+"""Capture commands: `rune parse PATH` turns a transcript into a trajectory and shows what was
+captured; `rune pause` / `rune resume` stop and restart automatic capture."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ def register(sub: Any) -> None:
                    help="transcript format (default: detect from the content)")
     p.add_argument("--json", action="store_true", help="print the whole trajectory as JSON")
     p.set_defaults(func=parse_cmd)
+    for verb, does in (("pause", "stop"), ("resume", "restart")):
+        cmd = sub.add_parser(
+            verb, help=f"{does} automatic capture (watcher and hooks), everywhere or for a project",
+            description=f"{does.capitalize()} automatic capture by `rune watch` and the agents' "
+            "hooks. Explicit requests (`rune remember`, `rune jobs add`, the remember_session "
+            "tool) work while capture is paused; projects in exclude_projects are never "
+            "captured.",
+        )
+        cmd.add_argument("--project", type=Path, metavar="P",
+                         help="only this project folder and the folders under it "
+                              "(default: everywhere)")
+        cmd.set_defaults(func=pause_cmd, verb=verb)
 
 
 def parse_cmd(args: argparse.Namespace, settings: Settings) -> int:
@@ -30,6 +43,15 @@ def parse_cmd(args: argparse.Namespace, settings: Settings) -> int:
         emit_json(traj.to_dict())
         return 0
     print(summary(traj.to_dict()))
+    return 0
+
+
+def pause_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.capture import control
+
+    settings.ensure_home()
+    change = control.pause if args.verb == "pause" else control.resume
+    print(change(settings, args.project))
     return 0
 
 
@@ -51,6 +73,9 @@ def summary(data: dict[str, Any]) -> str:
     lines.append(f"final actions: {len(data['final_actions'])}")
     red = data["redactions"]
     lines.append("redactions: " + (", ".join(f"{k} {n}" for k, n in red.items()) or "none"))
+    private = (data.get("stats") or {}).get("private_removed")
+    if private:
+        lines.append(f"private:    {private} <private> span(s) removed")
     if data["subagents"]:
         lines.append(f"subagents:  {len(data['subagents'])}")
         lines += [f"  - {_one_line(s['task'], 90)}" for s in data["subagents"]]

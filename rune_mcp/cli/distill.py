@@ -31,9 +31,16 @@ def _progress(step: int, total: int, message: str) -> None:
 
 
 def remember_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from rune_mcp.distill.remember import remember_path
+    from rune_mcp.capture import parse_path
+    from rune_mcp.capture.control import check, pause_reason
+    from rune_mcp.distill.remember import remember_trajectory
 
-    result = remember_path(settings, args.path, args.format, args.method, _progress)
+    traj = parse_path(args.path, args.format)
+    check(settings, traj.project, "cli", [args.path])  # an excluded project: one sentence
+    paused = pause_reason(settings, traj.project)
+    if paused:  # naming a session is asking for it; say that automatic capture is off
+        print(f"rune: {paused[0].upper()}{paused[1:]}", file=sys.stderr, flush=True)
+    result = remember_trajectory(settings, traj, args.method, _progress)
     if args.json:
         emit_json(result.to_dict())
         return 0

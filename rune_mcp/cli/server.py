@@ -68,11 +68,20 @@ def serve_cmd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def hook_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp import note
+    from rune_mcp.agents.base import read_event
     from rune_mcp.logs import setup_logging
-    from rune_mcp.server.hooks import run_hook
 
     setup_logging(settings, debug=args.debug, to_file=True)
-    return run_hook(args.agent, sys.stdin, settings)
+    # `server.hooks.run_hook`, taken apart: a session-start note is answered before the
+    # server package (whose MCP SDK takes most of a second to import) is loaded, because the
+    # agent waits for it before the session opens.
+    event = read_event(sys.stdin)
+    if note.is_start(args.agent, event):
+        return note.answer_start(args.agent, event, settings, sys.stdout)
+    from rune_mcp.server.hooks import queue_event
+
+    return queue_event(args.agent, event, settings)
 
 
 def _install_target(target: Any, agent: agents.Agent, verb: str) -> None:
@@ -108,16 +117,19 @@ def status_cmd(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             raise UsageError("--watch is a live view for people; use --json alone in scripts.")
         return watch_live(settings)
+    from rune_mcp.capture.control import capture_state, capture_text
     from rune_mcp.cli.watch import watch_status_text
     from rune_mcp.server import Rune, status_text
     from rune_mcp.watch import watch_status
 
     status = Rune(settings, start_worker=False).status()
     watcher = watch_status(settings)
+    capture = capture_state(settings)
     if args.json:
-        emit_json({**status.model_dump(mode="json"), "watcher": watcher})
+        emit_json({**status.model_dump(mode="json"), "watcher": watcher, "capture": capture})
         return 0
     print(status_text(status))
+    print(capture_text(capture))
     rows = status.running + status.queued + status.recent_failures
     if rows:
         print(table(rows, ["id", "state", "source", "transcript", "attempts", "message", "error"]))

@@ -40,6 +40,7 @@ from typing import Any
 
 from rune_mcp import heal, sqlite
 from rune_mcp.capture import database_magic, parse_file
+from rune_mcp.capture.control import check
 from rune_mcp.capture.transcript_file import TranscriptFile, read_transcript
 from rune_mcp.config import Settings
 from rune_mcp.distill.job import (
@@ -56,6 +57,7 @@ from rune_mcp.distill.job import (
 )
 from rune_mcp.distill.worker import PERMANENT_ERRORS, Worker, start_worker_thread
 from rune_mcp.errors import UsageError
+from rune_mcp.trajectory import Trajectory
 
 # Importers take the queue's names from here.
 __all__ = [
@@ -172,14 +174,14 @@ class JobQueue:
         with self.connect() as conn:
             last = self._last(conn, key)
         # Parsed outside any transaction (it may take a while), unless the file is unchanged.
-        traj = None if _unchanged(last, file) else parse_file(file, fmt)
+        traj = None if _unchanged(last, file) else self._parse(file, fmt, source)
         now = time.time()
         with self.write() as conn:
             last = self._last(conn, key)
             if last is not None and last["state"] == "done" and _unchanged(last, file):
                 return job_from_row(last)
             if traj is None and not _unchanged(last, file):  # another process got in between
-                traj = parse_file(file, fmt)
+                traj = self._parse(file, fmt, source)
             fresh = (None, None) if traj is None else (traj.to_json(), traj.id)
             if last is not None and last["state"] == "queued":
                 not_before = now if delay <= 0 else max(last["not_before"], now + delay)
@@ -192,7 +194,7 @@ class JobQueue:
                 )
                 return self._get(conn, last["id"])
             if traj is None:  # the last job is running or failed: this one needs its own
-                traj = parse_file(file, fmt)
+                traj = self._parse(file, fmt, source)
             job_id = self._insert(
                 conn, key, fmt=fmt, source=source, session_id=session_id or traj.session_id,
                 not_before=now + max(0.0, delay), path=str(file.path), content_sha=file.sha256,
@@ -206,6 +208,7 @@ class JobQueue:
         from rune_mcp.capture import parse_text
 
         traj = parse_text(text, fmt=fmt)
+        check(self.settings, traj.project, source)  # refused before anything is stored
         key = f"trajectory:{traj.id}"
         now = time.time()
         with self.write() as conn:
@@ -222,6 +225,14 @@ class JobQueue:
                 trajectory_id=traj.id,
             )
             return self._get(conn, job_id)
+
+    def _parse(self, file: TranscriptFile, fmt: str, source: str) -> Trajectory:
+        """The file's trajectory; a session of an excluded project, or one from the watcher
+        or a hook while capture is paused, is refused before anything is stored
+        (`rune_mcp/capture/control.py`)."""
+        traj = parse_file(file, fmt)
+        check(self.settings, traj.project, source, [file.path])
+        return traj
 
     def _insert(
         self,

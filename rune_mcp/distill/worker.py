@@ -225,6 +225,7 @@ class Worker:
 
     def _execute(self, row: sqlite3.Row) -> dict[str, Any]:
         """Read the job's trajectory, skip what is already remembered, then distill."""
+        from rune_mcp.capture.control import check
         from rune_mcp.trajectory import Trajectory
 
         if not row["trajectory_json"]:
@@ -233,6 +234,9 @@ class Worker:
             raise InputError(f"job {row['id']} holds no trajectory (it was queued by an older "
                              "Rune); remember the session again.")
         traj = Trajectory.from_json(row["trajectory_json"], f"job {row['id']}'s trajectory")
+        # Checked again: a hook's job waits for the session to go quiet, and capture may have
+        # been paused, or the project excluded, since it was queued.
+        check(self.jobs.settings, traj.project, row["source"], [row["path"]])
         self._record_trajectory(row["id"], traj.id)
         earlier = self._done_for_trajectory(traj.id, row["id"])
         if earlier is not None:

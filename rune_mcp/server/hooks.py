@@ -1,4 +1,5 @@
-"""`rune hook <agent>`: queue a session when the agent says it ended.
+"""`rune hook <agent>`: queue a session when the agent says it ended, and answer the event that
+starts one with Rune's note (`rune_mcp/note.py`).
 
 An agent waits for its hooks, so a hook must return quickly and must never fail the agent: it
 reads the event from stdin, reads and parses the transcript once (redacted, as every queued
@@ -8,12 +9,13 @@ happened, logging problems to `RUNE_HOME/logs/rune.log`.
 Which events end a session, and how soon the job may run, is each agent's `hook`
 (`rune_mcp/agents/`): an event that closes the session makes the job ready at once; one that
 only ends a turn (the user may go on) makes it wait `idle_seconds`, and every later turn
-pushes it back, so one session is queued once and learned after it goes quiet.
+pushes it back, so one session is queued once and learned after it goes quiet. A session of
+an excluded project, or any while automatic capture is paused (`rune_mcp/capture/control.py`),
+is not queued.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -22,33 +24,36 @@ from dataclasses import replace
 from typing import IO, Any
 
 from rune_mcp import agents
-from rune_mcp.agents.base import HookJob, SkipEventError
+from rune_mcp.agents.base import MAX_HOOK_INPUT, HookJob, SkipEventError, read_event
 from rune_mcp.config import Settings
 from rune_mcp.errors import RuneError
 
 log = logging.getLogger(__name__)
 
-MAX_HOOK_INPUT = 1_000_000
+__all__ = ["MAX_HOOK_INPUT", "queue_event", "read_event", "run_hook"]
 
 
-def read_event(stream: IO[str]) -> dict[str, Any]:
-    """The hook's JSON object from stdin; anything else is a RuneError-free empty dict."""
-    raw = stream.read(MAX_HOOK_INPUT + 1)
-    if len(raw) > MAX_HOOK_INPUT:
-        log.warning("hook input larger than %d bytes ignored", MAX_HOOK_INPUT)
-        return {}
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError:
-        log.warning("hook input is not JSON; ignored")
-        return {}
-    return data if isinstance(data, dict) else {}
+def run_hook(
+    agent: str, stream: IO[str], settings: Settings, spawn: bool = True, out: IO[str] | None = None
+) -> int:
+    """Handle one hook call; always returns 0 so the agent is never blocked or failed. A
+    session-start event is answered with the note on `out` (stdout); any other may queue."""
+    from rune_mcp import note
 
-
-def run_hook(agent: str, stream: IO[str], settings: Settings, spawn: bool = True) -> int:
-    """Handle one hook call; always returns 0 so the agent is never blocked or failed."""
     try:
         event = read_event(stream)
+        start = note.is_start(agent, event)
+    except Exception:  # unreadable stdin (not UTF-8, closed): nothing to answer or queue
+        log.exception("hook %s: could not read the event", agent)
+        return 0
+    if start:
+        return note.answer_start(agent, event, settings, out or sys.stdout)
+    return queue_event(agent, event, settings, spawn)
+
+
+def queue_event(agent: str, event: dict[str, Any], settings: Settings, spawn: bool = True) -> int:
+    """Queue the session an end-of-turn or end-of-session event names; always returns 0."""
+    try:
         found = _job(agent, event, settings)
         job = _enqueue(settings, found)
         log.info("hook %s: job %s (%s) for session %s", agent, job.id, job.state,
@@ -86,9 +91,11 @@ def _job(agent: str, event: dict[str, Any], settings: Settings) -> HookJob:
 def _enqueue(settings: Settings, job: HookJob) -> Any:
     """Check and read the transcript once, as a tool call does, and queue what was read: the
     event comes from whatever wrote the agent's hook input, and the file may change later."""
+    from rune_mcp.capture.control import check
     from rune_mcp.distill.queue import JobQueue
     from rune_mcp.server.safety import open_transcript
 
+    check(settings, job.project, "hook", [job.path])  # the queue checks what the file names
     file = open_transcript(str(job.path), settings)
     return JobQueue(settings).enqueue(
         path=file, fmt=job.fmt, source="hook", session_id=job.session_id, delay=job.delay

@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from rune_mcp.capture.control import capture_state
 from rune_mcp.config import Settings
 from rune_mcp.errors import AdapterNotFoundError, InputError, RuneError, UsageError
 from rune_mcp.library import Library
@@ -106,7 +107,8 @@ async def in_thread(fn: Callable[[], Any]) -> Any:
 async def home(dash: Dashboard, request: Request) -> Response:
     views_ = await in_thread(lambda: memory.adapter_views(dash.library(), dash.verifier))
     groups = memory.project_groups(views_)
-    return html(views.library_page(groups, dash.csrf, len(views_)))
+    capture = views.capture_notice(capture_state(dash.settings))
+    return html(views.library_page(groups, dash.csrf, len(views_), capture))
 
 
 @handler

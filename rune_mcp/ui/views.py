@@ -93,9 +93,30 @@ def adapter_card(view: AdapterView, csrf: str) -> Markup:
               id=f"a-{view.adapter_id[:12]}")
 
 
-def library_page(groups: Sequence[ProjectGroup], csrf: str, total: int) -> str:
+def capture_notice(state: dict[str, Any]) -> Markup:
+    """Whether automatic capture runs, and what is never remembered
+    (`rune_mcp.capture.control.capture_state`)."""
+    if state["paused_everywhere"]:
+        since = f" since {state['paused_since']}" if state["paused_since"] else ""
+        text = f"Automatic capture is paused everywhere{since}; `rune resume` restarts it."
+    elif state["paused_projects"]:
+        text = ("Automatic capture is on, except for "
+                + ", ".join(p["project"] for p in state["paused_projects"])
+                + " (paused; `rune resume --project P` restarts it).")
+    else:
+        text = "Automatic capture is on (`rune pause` stops it)."
+    if state["exclude_projects"]:
+        text += " Never remembered (exclude_projects): " + ", ".join(state["exclude_projects"]) + "."
+    if state["problem"]:
+        text += " " + state["problem"]
+    return notice(text, "bad" if state["problem"] else "info")
+
+
+def library_page(
+    groups: Sequence[ProjectGroup], csrf: str, total: int, capture: Markup | str = ""
+) -> str:
     if not total:
-        return page("Memory", "library", notice(EMPTY))
+        return page("Memory", "library", notice(EMPTY), capture)
     damaged = sum(1 for g in groups for a in g.adapters if a.problems)
     unchecked = sum(1 for g in groups for a in g.adapters if a.problems is None)
     sessions = sum(g.sessions for g in groups)
@@ -118,8 +139,8 @@ def library_page(groups: Sequence[ProjectGroup], csrf: str, total: int) -> str:
     ]
     intro = el("p", summary, " Each adapter is one session's lessons, stored in LoRA weights; ",
                el("a", "verify everything", href="/verify"), " (files and index).", class_="lead")
-    return page("Memory", "library", intro, banner, pending, toc if len(groups) > 1 else "",
-                *sections)
+    return page("Memory", "library", intro, capture, banner, pending,
+                toc if len(groups) > 1 else "", *sections)
 
 
 def _kv(rows: Sequence[tuple[str, object]]) -> Markup:

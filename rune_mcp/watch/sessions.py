@@ -11,10 +11,8 @@ and a chat database holding every conversation (`database`).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import logging
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any, Protocol
 
 from rune_mcp import agents
 from rune_mcp.agents.base import Runs
+from rune_mcp.capture.control import refusal
 from rune_mcp.capture.transcript_file import open_checked, read_range, read_transcript, still_names
 from rune_mcp.config import Settings
 from rune_mcp.errors import ParseError, RuneError
@@ -32,7 +31,6 @@ from rune_mcp.watch.tail import Chunk, WatchDB
 
 log = logging.getLogger(__name__)
 
-IGNORE_FILE = ".runeignore"
 
 SESSIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -532,17 +530,6 @@ class SessionTracker:
         return data.decode("utf-8", "replace")
 
     def _ignored(self, row: sqlite3.Row) -> str | None:
-        """Why this session's project is opted out, or None."""
-        project = row["project"]
-        candidates = [c for c in (project, row["path"]) if c]
-        for pattern in self.settings.ignore_projects:
-            pat = os.path.expanduser(pattern).rstrip("/")
-            for cand in candidates:
-                if fnmatch.fnmatch(cand, pat) or cand == pat or cand.startswith(pat + "/"):
-                    return f"project matches ignore_projects entry {pattern!r}"
-        if project:
-            folder = Path(project)
-            for parent in (folder, *folder.parents):
-                if (parent / IGNORE_FILE).exists():
-                    return f"{parent / IGNORE_FILE} opts this project out"
-        return None
+        """Why this session is not captured (an excluded project, automatic capture paused),
+        or None."""
+        return refusal(self.settings, row["project"], "watcher", [row["path"]])

@@ -54,3 +54,20 @@ def test_command_line_offers_the_agents_that_have_installers_and_hooks(
             main(argv)
         assert info.value.code == 2, argv
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_install_and_uninstall_the_session_start_hook(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rune_mcp.cli import main
+
+    args = ["claude-code", "--scope", "project", "--project", str(tmp_path), "--no-cli"]
+    hooks = tmp_path / ".claude" / "settings.json"
+    for _ in range(2):  # the second run changes nothing
+        assert main(["install", *args]) == 0
+        assert [len(g) for g in json.loads(hooks.read_text())["hooks"].values()] == [1, 1, 1, 1]
+    assert "SessionStart" in json.loads(hooks.read_text())["hooks"]
+    assert "kept hooks SessionStart, SessionEnd, Stop, PreCompact" in capsys.readouterr().out
+    for _ in range(2):
+        assert main(["uninstall", *args]) == 0
+        assert "hooks" not in json.loads(hooks.read_text())

@@ -87,7 +87,7 @@ def test_claude_code_shows_rune_connected_after_install(settings: Settings, npm_
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("rune:"))
     assert "Connected" in line, listed.stdout
     hooks = json.loads((Path.home() / ".claude" / "settings.json").read_text())["hooks"]
-    assert set(hooks) == {"SessionEnd", "Stop", "PreCompact"}
+    assert set(hooks) == {"SessionStart", "SessionEnd", "Stop", "PreCompact"}
 
     removed = subprocess.run([*_rune(), "uninstall", "claude-code", "--scope", "user"], env=env,
                              capture_output=True, text=True, timeout=180, check=False)
@@ -99,7 +99,7 @@ def test_claude_code_shows_rune_connected_after_install(settings: Settings, npm_
 
 def test_claude_code_installs_the_rune_plugin(settings: Settings, npm_bin: Path) -> None:
     """The plugin in integrations/claude-code installs through Claude Code's own marketplace
-    commands and brings the server (connected) and the three hooks."""
+    commands and brings the server (connected) and the four hooks."""
     env = _env(settings, npm_bin)
     claude = str(npm_bin / "claude")
 
@@ -113,6 +113,7 @@ def test_claude_code_installs_the_rune_plugin(settings: Settings, npm_bin: Path)
     assert installed.returncode == 0, installed.stderr
     details = run("plugin", "details", "rune@rune")
     assert "SessionEnd, Stop, PreCompact" in details.stdout, details.stdout
+    assert "SessionStart" in details.stdout, details.stdout
     listed = run("mcp", "list")
     line = next(ln for ln in listed.stdout.splitlines() if "rune" in ln)
     assert "Connected" in line, listed.stdout
