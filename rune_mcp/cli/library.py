@@ -1,4 +1,4 @@
-"""Library commands: `rune adapters ls|show|rm|verify|export|import`, `rune recall`,
+"""Library commands: `rune adapters ls|show|rm|verify|export|import|merge`, `rune recall`,
 `rune library reindex`."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+from rune_mcp.cli import compose
 from rune_mcp.cli.output import emit_json, table
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
@@ -26,7 +27,8 @@ def register(sub: Any) -> None:
     show.add_argument("adapter_id", metavar="ID", help="adapter id or a unique 6+ char prefix")
     _json_flag(show).set_defaults(func=adapters_show)
 
-    rm = actions.add_parser("rm", help="delete an adapter (files and index record)")
+    rm = actions.add_parser(
+        "rm", help="delete an adapter (files and index record) and every merge made from it")
     rm.add_argument("adapter_id", metavar="ID", nargs="?", help="adapter id or unique prefix")
     rm.add_argument("--session", help="instead: delete every adapter learned from this session")
     _json_flag(rm).set_defaults(func=adapters_rm)
@@ -46,6 +48,7 @@ def register(sub: Any) -> None:
     imp = actions.add_parser("import", help="check an archive's adapters and add them to the library")
     imp.add_argument("archive", metavar="FILE", help="an archive `rune adapters export` wrote")
     _json_flag(imp).set_defaults(func=adapters_import)
+    compose.register(actions)
 
     recall = sub.add_parser("recall", help="find the adapters whose task is most like TASK")
     recall.add_argument("task", metavar="TASK", help="the task, in words")
@@ -95,7 +98,9 @@ def adapters_show(args: argparse.Namespace, settings: Settings) -> int:
     record = lib.store.read(lib.store.resolve(args.adapter_id))
     problems = lib.store.problems(record.adapter_id)
     data = {"adapter_id": record.adapter_id, "path": str(record.path), "problems": problems,
-            "manifest": record.manifest}
+            "manifest": record.manifest,
+            "lineage": compose.lineage_tree(lib, record.adapter_id),
+            "descendants": lib.descendants([record.adapter_id])}
     if args.json:
         emit_json(data)
     else:
@@ -115,6 +120,8 @@ def adapters_show(args: argparse.Namespace, settings: Settings) -> int:
         ]
         for key, value in lines:
             print(f"{key:>13}: {value}")
+        for line in compose.lineage_lines(lib, record):
+            print(line)
     return 1 if problems else 0
 
 
@@ -122,14 +129,21 @@ def adapters_rm(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.adapter_id) == bool(args.session):
         raise UsageError("give either an adapter ID or --session SESSION_ID.")
     lib = _open(settings)
-    removed = lib.forget_session(args.session) if args.session else [lib.remove(args.adapter_id)]
+    if args.session:
+        # read before: the merges removed with them carry no session of their own
+        learned = {r.adapter_id for r in lib.list() if r.session_id == args.session}
+        removed = lib.forget_session(args.session)
+    else:
+        removed = lib.remove_cascade(args.adapter_id)
+        learned = set(removed[:1])
     if args.json:
         emit_json({"removed": removed})
     elif not removed:
         print(f"no adapter was learned from session {args.session}.")
     else:
         for adapter_id in removed:
-            print(f"removed {adapter_id}")
+            print(f"removed {adapter_id}" + ("" if adapter_id in learned else
+                                             " (composed from a removed adapter)"))
     return 0
 
 

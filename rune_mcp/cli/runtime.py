@@ -16,7 +16,11 @@ def register(sub: Any) -> None:
     run.add_argument("prompt", help="what to ask the model ('-' reads it from stdin)")
     run.add_argument("--task", help="task to recall an adapter for (default: the prompt)")
     run.add_argument("--adapter", default="auto",
-                     help="auto (recall), none (bare base) or an adapter id (default: auto)")
+                     help="auto (recall), none (bare base), an adapter id, 'project' (the "
+                     "project's adapters composed) or ids with scales, e.g. ID:0.5,ID:0.5 "
+                     "(default: auto)")
+    run.add_argument("--project", help="the project for --adapter project (default: the "
+                     "project of the adapter recalled for the task)")
     run.add_argument("--max-tokens", type=int, default=None,
                      help="longest answer in tokens (default: the max_tokens setting)")
     run.add_argument("--json", action="store_true",
@@ -31,12 +35,14 @@ def run_cmd(args: argparse.Namespace, settings: Settings) -> int:
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
     result = run_with_memory(settings, prompt, task=args.task, adapter=args.adapter,
-                             max_tokens=args.max_tokens)
+                             max_tokens=args.max_tokens, project=args.project)
     if args.json:
         emit_json(result.to_dict())
         return 0
     print(result.text)
     used = (f"adapter {result.adapter_id[:12]}" if result.adapter_id else "no adapter")
+    if result.adapters and not result.adapter_id:
+        used = "adapters " + ", ".join(f"{i[:12]} x{s:.3g}" for i, s in result.adapters)
     if result.similarity is not None:
         used += f" (similarity {result.similarity:.2f})"
     t = result.timings

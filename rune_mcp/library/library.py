@@ -25,6 +25,7 @@ from rune_mcp.errors import (
 from rune_mcp.fsutil import locked
 from rune_mcp.library.embed import Embedder, get_embedder
 from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable, shared_index
+from rune_mcp.library.lineage import descendants
 from rune_mcp.library.records import (
     AdapterDamaged,
     AdapterRecord,
@@ -144,25 +145,46 @@ class Library:
         return record, created
 
     def remove(self, adapter_id: str) -> str:
-        """Delete an adapter's files and its index record together; return the full id.
+        """Delete an adapter (and every adapter composed from it, as `remove_cascade`);
+        return its full id."""
+        return self.remove_cascade(adapter_id)[0]
+
+    def remove_cascade(self, adapter_id: str) -> Ids:
+        """Delete an adapter's files and its index record together, and every adapter
+        descended from it (merges of it, merges of those, ...); return the ids removed, the
+        adapter's own first.
 
         `adapter_id` may be a unique prefix of 6+ characters. AdapterNotFoundError otherwise.
         """
         with self._writing() as index:
             full = self.store.resolve(adapter_id)
-            self.store.delete(full)  # hidden at once, before the index forgets it
-            index.delete([full])
-        log.info("removed adapter %s", full[:12])
-        return full
+            doomed = [full, *descendants(self.store.records(), [full])]
+            self._delete(index, doomed)
+        log.info("removed adapter %s and %d composed from it", full[:12], len(doomed) - 1)
+        return doomed
 
     def forget_session(self, session_id: str) -> Ids:
-        """Remove every adapter learned from `session_id`; return their ids ([] if none)."""
+        """Remove every adapter learned from `session_id`, and every adapter descended from
+        one of them; return their ids ([] if none)."""
         with self._writing() as index:
-            doomed = [r.adapter_id for r in self.store.records() if r.session_id == session_id]
-            for adapter_id in doomed:
-                self.store.delete(adapter_id)
-            index.delete(doomed)
+            records = list(self.store.records())
+            learned = [r.adapter_id for r in records if r.session_id == session_id]
+            doomed = [*learned, *descendants(records, learned)]
+            self._delete(index, doomed)
         return doomed
+
+    def descendants(self, adapter_ids: Ids) -> Ids:
+        """Ids of every adapter composed, at any depth, from one of `adapter_ids`: what
+        removing them removes too."""
+        return descendants(self.store.records(), adapter_ids)
+
+    def _delete(self, index: AdapterIndex, doomed: Ids) -> None:
+        """Delete adapters (caller holds the lock); each is hidden at once, before the index
+        forgets it."""
+        for adapter_id in doomed:
+            self.store.delete(adapter_id)
+        if doomed:
+            index.delete(doomed)
 
     def reindex(self) -> int:
         """Rebuild the index from the manifests; return the number of adapters indexed."""

@@ -6,6 +6,7 @@ in, and the answer comes back with where each millisecond went. `adapter="none"`
 the bare base model; an explicit id uses exactly that adapter (verified, and refused if it
 was trained for another base, or damaged). With `adapter="auto"` a damaged best match does not
 fail the call: it is skipped for the next one (or none), and the answer names it in `skipped`.
+`adapter="project"` or ids with scales compose several adapters (rune_mcp.runtime.compose).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rune_mcp.runtime.base import AdapterSpec, Backend, Message, check_base
 
 if TYPE_CHECKING:
     from rune_mcp.library.records import Damaged
+    from rune_mcp.runtime.compose import Composition
 
 
 @dataclass
@@ -36,11 +38,13 @@ class RunResult:
     completion_tokens: int = 0
     task: str | None = None
     skipped: list[Damaged] = field(default_factory=list)
+    adapters: list[tuple[str, float]] = field(default_factory=list)  # (id, scale) applied
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "text": self.text,
             "adapter_id": self.adapter_id,
+            "adapters": [{"adapter_id": i, "scale": s} for i, s in self.adapters],
             "similarity": None if self.similarity is None else round(self.similarity, 4),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "backend": self.backend,
@@ -53,11 +57,18 @@ class RunResult:
 @dataclass
 class Choice:
     """The adapter picked for a run (None: the bare base), its similarity when recalled, and
-    the damaged adapters passed over on the way."""
+    the damaged adapters passed over on the way; or the composition asked for."""
 
     spec: AdapterSpec | None
     similarity: float | None = None
     skipped: list[Damaged] = field(default_factory=list)
+    composition: Composition | None = None
+
+    def target(self) -> list[tuple[AdapterSpec, float]]:
+        """The adapters to apply, with their scales."""
+        if self.composition is not None:
+            return self.composition.target()
+        return [(self.spec, 1.0)] if self.spec else []
 
 
 class _TimedEmbedder:
@@ -86,20 +97,34 @@ def choose_adapter(
 
 
 def select_adapter(
-    settings: Settings, query: str, adapter: str, fingerprint: str, timings: dict[str, float]
+    settings: Settings, query: str, adapter: str, fingerprint: str, timings: dict[str, float],
+    project: str | None = None,
 ) -> Choice:
     """`choose_adapter`, with the damaged adapters automatic recall skipped.
 
     An explicit id that is unknown, damaged or for another base raises (one sentence); `auto`
     takes the best hit whose files pass their digests, so the time to hash the chosen
-    adapter's files counts as recall.
+    adapter's files counts as recall. A composition (`project`, ids with scales) is resolved
+    and verified as a whole; `project` names the project for `adapter="project"`.
     """
     from rune_mcp.library import Library, get_embedder
+    from rune_mcp.runtime.compose import PROJECT, compose, is_composition
 
     timings.setdefault("embed", 0.0)
     timings.setdefault("recall", 0.0)
     if adapter == "none":
         return Choice(None)
+    if is_composition(adapter):
+        # Only `project` without a project recalls (to find the task's project).
+        recalls = adapter.strip() == PROJECT and project is None
+        embedder = _TimedEmbedder(get_embedder(settings)) if recalls else None
+        start = time.perf_counter()
+        composition = compose(Library.open(settings, embedder=embedder), adapter, fingerprint,
+                              query, project)
+        spent = embedder.seconds if embedder is not None else 0.0
+        timings["embed"] = spent * 1000
+        timings["recall"] = (time.perf_counter() - start - spent) * 1000
+        return Choice(None, composition=composition)
     if adapter != "auto":
         start = time.perf_counter()
         record = Library.open(settings).get(adapter)  # unknown id / damage raise here
@@ -131,25 +156,32 @@ def run_with_memory(
     max_tokens: int | None = None,
     backend: Backend | None = None,
     messages: Sequence[Message] | None = None,
+    project: str | None = None,
 ) -> RunResult:
     """Answer `prompt` with the adapter recalled for `task` (or the prompt), one given by id,
-    or none (`adapter="none"`). Greedy decoding, so the same call gives the same answer."""
+    a composition (`"project"`, ids with scales), or none (`adapter="none"`). Greedy
+    decoding, so the same call gives the same answer."""
     if not prompt or not prompt.strip():
         raise UsageError("the prompt is empty; say what the model should do.")
     if not adapter or not adapter.strip():
-        raise UsageError("adapter must be 'auto', 'none' or an adapter id.")
+        raise UsageError("adapter must be 'auto', 'none', 'project', an adapter id or ids "
+                         "with scales.")
     from rune_mcp.runtime import get_backend
 
     engine = backend or get_backend(settings)
     timings: dict[str, float] = {}
     query = task.strip() if task and task.strip() else prompt
-    choice = select_adapter(settings, query, adapter.strip(), engine.fingerprint, timings)
-    spec = choice.spec
+    choice = select_adapter(settings, query, adapter.strip(), engine.fingerprint, timings,
+                            project)
     chat = list(messages) if messages else [{"role": "user", "content": prompt}]
-    out = engine.generate(chat, max_tokens=max_tokens or settings.max_tokens,
-                          adapters=[(spec, 1.0)] if spec else ())
+    target = choice.target()
+    out = engine.generate(chat, max_tokens=max_tokens or settings.max_tokens, adapters=target)
     timings.update(out.timings)
-    return RunResult(text=out.text, adapter_id=spec.adapter_id if spec else None,
+    applied = [(spec.adapter_id, scale) for spec, scale in target]
+    # One adapter at scale 1 (a recalled one, or a stored merge) is named as before; a
+    # composition of several is listed in `adapters` only.
+    single = applied[0][0] if len(applied) == 1 and applied[0][1] == 1.0 else None
+    return RunResult(text=out.text, adapter_id=single,
                      similarity=choice.similarity, timings=timings, backend=engine.name,
                      prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                     task=task, skipped=choice.skipped)
+                     task=task, skipped=choice.skipped, adapters=applied)

@@ -4,7 +4,10 @@ The server is started separately (`docs/vllm.md`) with LoRA and runtime adapter 
 Before an adapter's first use Rune registers it by its PEFT folder
 (`POST /v1/load_lora_adapter` with `lora_name` and `lora_path`); each request then selects it by
 name through the OpenAI-compatible API (`"model": <adapter id>`). vLLM itself keeps the hot
-adapters on the GPU and batches requests for different adapters together.
+adapters on the GPU and batches requests for different adapters together. A composition
+(several adapters, or one at a scale other than 1) is written once as its `cat` merge, which
+is exactly the sum of the adapters at their scales, and registered like any adapter; its rank
+is the sum of theirs, so the server's `--max-lora-rank` must allow it.
 
 Only the standard library's HTTP client is used, so this backend adds no dependency.
 """
@@ -34,6 +37,7 @@ from rune_mcp.runtime.base import (
     stage_timings,
 )
 from rune_mcp.runtime.cache import AdapterCache
+from rune_mcp.runtime.catmerge import composition_key, materialise
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 600.0
@@ -95,10 +99,17 @@ class VllmBackend(StreamingBackend):
     # --- adapters ---------------------------------------------------------------------
     def _prepare(self, target: Active) -> None:
         """Register the target's adapter with the server if this process has not yet."""
-        if len(target) > 1 or any(scale != 1.0 for _, scale in target):
-            raise BackendError("vLLM applies one adapter per request at scale 1.0; use the "
-                               "llama.cpp or transformers backend to compose adapters.")
-        super()._prepare(target)
+        super()._prepare(self._served(target))
+
+    def _served(self, target: Active) -> Active:
+        """What the server applies for `target`: vLLM takes one adapter per request at scale
+        1, so several adapters, or one at another scale, are served as their materialised
+        `cat` merge (rune_mcp.runtime.catmerge), registered under a name of its own."""
+        if len(target) <= 1 and all(scale == 1.0 for _, scale in target):
+            return target
+        folder = materialise(target, self.settings.cache_dir)
+        name = f"rune-composition-{composition_key(target)[:16]}"
+        return ((AdapterSpec(name, self.fingerprint, peft_dir=folder), 1.0),)
 
     def _load(self, spec: AdapterSpec) -> str:
         if spec.peft_dir is None:
@@ -120,8 +131,9 @@ class VllmBackend(StreamingBackend):
         if not request.messages:
             raise InputError("no messages to answer; pass at least one user message.")
         start = time.perf_counter()
-        self._prepare(target)
-        model = target[0][0].adapter_id if target else self.model
+        served = self._served(target)
+        super()._prepare(served)
+        model = served[0][0].adapter_id if served else self.model
         result.adapters = adapter_ids(target)
         swapped = first = time.perf_counter()
         seed = self.settings.seed if request.seed is None else request.seed

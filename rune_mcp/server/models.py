@@ -51,6 +51,24 @@ class AdapterHit(BaseModel):
     text_verified: bool = Field(True, description=_TEXT_VERIFIED)
 
 
+class ScaledAdapter(BaseModel):
+    adapter_id: str
+    scale: float
+
+
+class ComposedAdapter(ScaledAdapter):
+    task: str
+
+
+class Composition(BaseModel):
+    kind: Literal["merge", "sum", "given"] = Field(
+        description="merge: the project's stored merge; sum: the project's adapters at equal "
+        "scales; given: the adapters named.")
+    project: str | None = None
+    adapter: str = Field(description="Pass this as run_with_memory's adapter to use it.")
+    adapters: list[ComposedAdapter]
+
+
 class RecallResult(BaseModel):
     task: str
     adapters: list[AdapterHit]
@@ -58,11 +76,14 @@ class RecallResult(BaseModel):
         default_factory=list,
         description="Damaged adapters that matched but were passed over for the next ones.",
     )
+    composition: Composition | None = Field(
+        default=None, description="The composition asked for with compose, resolved and verified.")
 
 
 class RunResult(BaseModel):
     text: str
-    adapter_id: str | None
+    adapter_id: str | None = Field(
+        description="The one adapter applied at scale 1; null for none or a composition.")
     similarity: float | None
     timings: dict[str, float]
     skipped: list[DamagedAdapter] = Field(
@@ -70,6 +91,8 @@ class RunResult(BaseModel):
         description="Damaged adapters automatic recall passed over (the next match, or none, "
         "was used instead).",
     )
+    adapters: list[ScaledAdapter] = Field(
+        default_factory=list, description="Every adapter applied, with its scale.")
 
 
 class AdapterSummary(BaseModel):
@@ -170,6 +193,15 @@ def adapter_hit(hit: Any) -> AdapterHit:
         created=record.created_at or None,
         text_verified=record.text_verified,
     )
+
+
+def composition_info(composition: Any) -> Composition:
+    """A `rune_mcp.runtime.compose.Composition`: where it came from and its adapters."""
+    data = composition.to_dict()
+    return Composition(kind=data["kind"], project=data["project"], adapter=data["adapter"],
+                       adapters=[ComposedAdapter(adapter_id=a["adapter_id"], scale=a["scale"],
+                                                 task=str(a["task"])[:300])
+                                 for a in data["adapters"]])
 
 
 def damaged_adapter(damage: Any) -> DamagedAdapter:

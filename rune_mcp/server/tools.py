@@ -28,9 +28,11 @@ from rune_mcp.server.models import (
     JobInfo,
     RecallResult,
     RunResult,
+    ScaledAdapter,
     StatusResult,
     adapter_hit,
     adapter_summary,
+    composition_info,
     damaged_adapter,
     job_info,
     tool_result,
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 
 MAX_TASK_CHARS = 4000
 MAX_LIMIT = 500
+MAX_COMPOSITION_CHARS = 4000
+_COMPOSE_HELP = ("project (the project's stored merge, or all its adapters at equal scales), "
+                 "or adapter ids with scales: 'id1:0.5,id2:0.5' or a JSON list")
 
 
 def add_tools(server: MCPServer[Any], rune: Rune) -> None:
@@ -201,17 +206,28 @@ def _add_recall(server: MCPServer[Any], rune: Rune) -> None:
         project: Annotated[
             str | None, Field(description="Only adapters learned in this project.")
         ] = None,
+        compose: Annotated[
+            str | None, Field(description=f"Also resolve a composition: {_COMPOSE_HELP}.")
+        ] = None,
     ) -> Annotated[CallToolResult, RecallResult]:
         """Find the remembered sessions most similar to a task: adapter ids, similarity, the
-        lessons each carries, project, session and date."""
+        lessons each carries, project, session and date; with compose, also the adapters a
+        composition applies and their scales."""
         check_text_arg(task, rune.settings, "task", MAX_TASK_CHARS)
         if project is not None:
             check_text_arg(project, rune.settings, "project", 1000)
+        if compose is not None:
+            _check_composition(compose, rune, "compose")
         found = await in_thread(
             lambda: rune.library().recall_checked(task, k=k, project=project)
         )
+        composition = None
+        if compose is not None:
+            spec = compose
+            composition = await in_thread(lambda: _compose(rune, spec, task, project))
         result = RecallResult(task=task[:500], adapters=[adapter_hit(h) for h in found.hits],
-                              skipped=[damaged_adapter(d) for d in found.skipped])
+                              skipped=[damaged_adapter(d) for d in found.skipped],
+                              composition=composition)
         if not result.adapters:
             lines = ["No remembered session is similar enough to this task."]
         else:
@@ -221,7 +237,35 @@ def _add_recall(server: MCPServer[Any], rune: Rune) -> None:
                 + (f" — {a.lessons[:200]}" if a.lessons else "")
                 for i, a in enumerate(result.adapters, 1)
             ]
-        return tool_result(result, "\n".join(lines + _skipped_lines(result.skipped)))
+        return tool_result(result, "\n".join(lines + _skipped_lines(result.skipped)
+                                               + _composition_lines(result)))
+
+
+def _check_composition(value: str, rune: Rune, what: str) -> None:
+    from rune_mcp.runtime.compose import PROJECT, is_composition, parse_parts
+
+    check_text_arg(value, rune.settings, what, MAX_COMPOSITION_CHARS)
+    if not is_composition(value):
+        check_identifier(value, what)  # one adapter id: a composition of one
+    elif value.strip() != PROJECT:
+        parse_parts(value)  # a malformed list is refused before anything is loaded
+
+
+def _compose(rune: Rune, value: str, task: str, project: str | None) -> Any:
+    from rune_mcp.runtime.compose import compose, is_composition
+
+    spec = value if is_composition(value) else f"{value}:1"
+    lib = rune.library()
+    return composition_info(compose(lib, spec, lib.base_fingerprint(), task, project))
+
+
+def _composition_lines(result: RecallResult) -> list[str]:
+    found = result.composition
+    if found is None:
+        return []
+    parts = ", ".join(f"{a.adapter_id[:12]} x{a.scale:.3g}" for a in found.adapters)
+    return [f"Composition ({found.kind}): {parts}. Use adapter={found.adapter!r} in "
+            "run_with_memory."]
 
 
 def _skipped_lines(skipped: list[DamagedAdapter]) -> list[str]:
@@ -236,23 +280,32 @@ def _add_run(server: MCPServer[Any], rune: Rune) -> None:
             str | None, Field(description="Task used to pick the adapter (default: prompt).")
         ] = None,
         adapter: Annotated[
-            str, Field(description="auto (recall the best match), none, or an adapter id.")
+            str, Field(description="auto (recall the best match), none, an adapter id, or a "
+                       f"composition: {_COMPOSE_HELP}.")
         ] = "auto",
         max_tokens: Annotated[int, Field(ge=1, le=4096, description="Answer length cap.")] = 512,
+        project: Annotated[
+            str | None, Field(description="The project for adapter=project (default: the "
+                              "project of the adapter recalled for the task).")
+        ] = None,
     ) -> Annotated[CallToolResult, RunResult]:
-        """Answer with the local model, with the most relevant remembered adapter loaded;
-        says which adapter (or none) was used and how long each stage took."""
+        """Answer with the local model, with the most relevant remembered adapter loaded (or
+        the composition asked for); says which adapters (or none) were used and how long each
+        stage took."""
         settings = rune.settings
         check_text_arg(prompt, settings, "prompt")
         if task is not None:
             check_text_arg(task, settings, "task", MAX_TASK_CHARS)
+        if project is not None:
+            check_text_arg(project, settings, "project", 1000)
         if adapter not in ("auto", "none"):
-            check_identifier(adapter, "adapter")
+            _check_composition(adapter, rune, "adapter")
 
         def run() -> Any:
             from rune_mcp.runtime.run import run_with_memory as run_fn
 
-            return run_fn(settings, prompt, task=task, adapter=adapter, max_tokens=max_tokens)
+            return run_fn(settings, prompt, task=task, adapter=adapter, max_tokens=max_tokens,
+                          project=project)
 
         async with rune.run_lock:  # one generation at a time per process: the model is shared
             res = await in_thread(run)
@@ -262,10 +315,14 @@ def _add_run(server: MCPServer[Any], rune: Rune) -> None:
             similarity=None if res.similarity is None else round(float(res.similarity), 4),
             timings={str(k): round(float(v), 4) for k, v in dict(res.timings).items()},
             skipped=[damaged_adapter(d) for d in res.skipped],
+            adapters=[ScaledAdapter(adapter_id=i, scale=s) for i, s in res.adapters],
         )
         used = (
             f"[adapter {result.adapter_id[:12]}]" if result.adapter_id else "[no adapter]"
         )
+        if result.adapters and not result.adapter_id:
+            used = "[adapters " + ", ".join(f"{a.adapter_id[:12]} x{a.scale:.3g}"
+                                            for a in result.adapters) + "]"
         return tool_result(result, "\n".join([used, *_skipped_lines(result.skipped),
                                                result.text]))
 
@@ -307,8 +364,9 @@ def _add_forget(server: MCPServer[Any], rune: Rune) -> None:
             str | None, Field(description="Delete every adapter learned from this session.")
         ] = None,
     ) -> Annotated[CallToolResult, ForgetResult]:
-        """Delete one adapter, or every adapter learned from a session (and its queued jobs).
-        The base model is untouched; the other adapters are unaffected."""
+        """Delete one adapter, or every adapter learned from a session (and its queued jobs),
+        and every merge made from them. The base model is untouched; the other adapters are
+        unaffected."""
         if (adapter_id is None) == (session_id is None):
             raise InputError("give exactly one of adapter_id or session_id.")
         if adapter_id is not None:
@@ -317,7 +375,7 @@ def _add_forget(server: MCPServer[Any], rune: Rune) -> None:
 
             def remove_one() -> list[str]:
                 # Not `get`: that verifies, and a damaged adapter must be removable too.
-                return [rune.library().remove(aid)]
+                return list(rune.library().remove_cascade(aid))
 
             removed = await in_thread(remove_one)
             cancelled: list[str] = []

@@ -219,12 +219,21 @@ def plan_forget(settings: Settings, lib: Library, adapter_id: str | None,
         raise UsageError("choose exactly one adapter or one session to forget.")
     if adapter_id:
         record = lib.store.read(lib.store.resolve(adapter_id))
-        return ForgetPlan([record.adapter_id], None, [], {record.adapter_id: record.task})
+        records = [record, *_composed_from(lib, [record.adapter_id])]
+        return ForgetPlan([r.adapter_id for r in records], None, [],
+                          {r.adapter_id: r.task for r in records})
     records = [r for r in lib.list() if r.session_id == session_id]
+    records += _composed_from(lib, [r.adapter_id for r in records])
     queued = [j.id for j in JobQueue(settings).recent("queued", limit=1000)
               if j.session_id == session_id]
     return ForgetPlan([r.adapter_id for r in records], session_id, queued,
                       {r.adapter_id: r.task for r in records})
+
+
+def _composed_from(lib: Library, ids: list[str]) -> list[AdapterRecord]:
+    """The merges that forgetting `ids` removes too (rune_mcp.library.lineage)."""
+    wanted = set(lib.descendants(ids))
+    return [r for r in lib.list() if r.adapter_id in wanted]
 
 
 def forget(settings: Settings, lib: Library, plan: ForgetPlan) -> tuple[list[str], list[str]]:
@@ -235,4 +244,4 @@ def forget(settings: Settings, lib: Library, plan: ForgetPlan) -> tuple[list[str
     if plan.session_id:
         cancelled = JobQueue(settings).cancel_session(plan.session_id)
         return list(lib.forget_session(plan.session_id)), cancelled
-    return [lib.remove(plan.adapter_ids[0])], []
+    return lib.remove_cascade(plan.adapter_ids[0]), []

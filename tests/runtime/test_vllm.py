@@ -126,9 +126,36 @@ def test_refusals(server: tuple[str, list[tuple[str, str, Any]]], base: BaseMode
     alien = AdapterSpec("alien", "d" * 64, adapter_a.peft_dir, None)
     with pytest.raises(IntegrityError, match="another|trained for base"):
         backend.activate([alien])
-    with pytest.raises(BackendError, match="one adapter per request"):
-        backend.activate([adapter_a, adapter_b])
+    with pytest.raises(IntegrityError, match="another|trained for base"):
+        backend.activate([(adapter_a, 0.5), (alien, 0.5)])
     assert not [p for m, p, _ in log if m == "POST"]  # nothing was sent for either
+
+
+def test_a_composition_is_served_as_its_materialised_cat_merge(
+    server: tuple[str, list[tuple[str, str, Any]]], base: BaseModelInfo,
+    adapter_a: AdapterSpec, adapter_b: AdapterSpec, tmp_path: Path,
+) -> None:
+    from safetensors import safe_open
+
+    url, log = server
+    settings = runtime_settings(tmp_path, vllm_url=url, cache_dir=tmp_path / "cache")
+    backend = VllmBackend(settings, base)
+    pair = [(adapter_a, 0.5), (adapter_b, 0.5)]
+    first = backend.generate(PROMPT, max_tokens=5, adapters=pair)
+    again = backend.generate(PROMPT, max_tokens=5, adapters=pair)
+    half = backend.generate(PROMPT, max_tokens=5, adapters=[(adapter_a, 0.5)])
+    assert first.adapters == (("adapter-1", 0.5), ("adapter-2", 0.5))  # what was asked for
+    loads = [body for m, path, body in log if path == "/v1/load_lora_adapter"]
+    assert len(loads) == 2  # the pair once, adapter_a at half scale once
+    name, folder = loads[0]["lora_name"], Path(loads[0]["lora_path"])
+    assert name.startswith("rune-composition-") and first.text == again.text == f"Hello from {name}"
+    assert half.text == f"Hello from {loads[1]['lora_name']}" != first.text
+    assert folder.parent == settings.cache_dir / "compositions"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["r"] == config["lora_alpha"] == 16 and not config["use_rslora"]
+    with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as handle:
+        key = next(k for k in handle.keys() if k.endswith("q_proj.lora_A.weight"))  # noqa: SIM118
+        assert handle.get_tensor(key).shape[0] == 16  # the two rank-8 adapters stacked
 
 
 def test_missing_server_names_the_url(base: BaseModelInfo, tmp_path: Path) -> None:
