@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -36,7 +37,13 @@ def test_without_busy_time_the_load_average_is_used(monkeypatch: pytest.MonkeyPa
 def test_busy_sample_reads_this_machine() -> None:
     first = cpuload.busy_sample()
     assert first is not None  # psutil reads busy time on Linux, macOS and Windows
-    sum(i * i for i in range(200_000))  # some CPU time of our own
+    # Spend CPU time of our own until the clock (10 ms ticks on Linux) has seen it, at most 5 s:
+    # a fixed amount of work can fall inside one tick on a fast or busy machine.
+    start = os.times()
+    while (os.times().user + os.times().system) - (start.user + start.system) < 0.05:
+        if time.monotonic() - first[0] > 5.0:
+            break
+        sum(i * i for i in range(50_000))
     second = cpuload.busy_sample()
     assert second is not None and second[0] > first[0] and second[2] > first[2]
     assert second[1] >= first[1]
