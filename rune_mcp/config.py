@@ -105,6 +105,18 @@ class Settings(BaseModel):
     train_method: Literal["lora", "qlora"] = Field(
         default="lora", description="LoRA on full-precision weights, or QLoRA on an NF4 base."
     )
+    remember_method: Literal["lora", "hyper", "hyper+lora"] = Field(
+        default="lora",
+        description="How a session becomes an adapter: lora trains it by gradient steps "
+        "(train_method sets the precision); hyper writes it in one forward pass of the "
+        "hypernetwork trained by `rune hyper train`; hyper+lora starts train_steps gradient "
+        "steps from the hypernetwork's adapter.",
+    )
+    hypernetwork: Path | None = Field(
+        default=None,
+        description="Checkpoint folder of the hypernetwork that remember_method hyper uses "
+        "(`rune hyper train` writes one); empty means RUNE_HOME/hyper/<base fingerprint>.",
+    )
     lora_rank: int = Field(default=8, ge=1, le=256, description="LoRA rank r.")
     lora_alpha: float = Field(default=16.0, gt=0, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")

@@ -17,9 +17,12 @@ def register(sub: Any) -> None:
     remember.add_argument("path", type=Path, help="transcript file (JSONL, Markdown, ...)")
     remember.add_argument("--format", default="auto",
                           help="transcript format (default: detected from the file)")
-    remember.add_argument("--method", choices=("lora", "qlora"), default=None,
-                          help="LoRA on full-precision weights or QLoRA on an NF4 base "
-                               "(default: the train_method setting)")
+    remember.add_argument("--method", choices=("lora", "qlora", "hyper", "hyper+lora"),
+                          default=None,
+                          help="LoRA on full-precision weights, QLoRA on an NF4 base, the "
+                               "hypernetwork's adapter in one forward pass (hyper), or gradient "
+                               "steps starting from it (hyper+lora) (default: the "
+                               "remember_method and train_method settings)")
     remember.add_argument("--json", action="store_true", help="print JSON")
     remember.set_defaults(func=remember_cmd)
 

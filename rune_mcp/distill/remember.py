@@ -9,6 +9,7 @@ sees the adapter only once it is complete, so a failure or Ctrl+C stores nothing
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -34,6 +35,9 @@ Progress = Callable[[int, int, str], None]
 _LOADED: dict[tuple[str, str, str], Loaded] = {}
 _LOAD_LOCK = threading.Lock()
 ACTION_KINDS = frozenset({"assistant", "tool_call"})
+# lora/qlora train by gradient steps; hyper writes the adapter with the hypernetwork in one
+# forward pass (docs/hypernetwork.md); hyper+lora starts the gradient steps from that adapter.
+METHODS = ("lora", "qlora", "hyper", "hyper+lora")
 
 
 @dataclass
@@ -81,9 +85,10 @@ def remember_trajectory(
     from rune_mcp.library import Library
 
     start = time.monotonic()
-    method = method or settings.train_method
-    if method not in ("lora", "qlora"):
-        raise TrainingError(f"unknown training method {method!r}; use lora or qlora.")
+    method = method or default_method(settings)
+    if method not in METHODS:
+        raise TrainingError(f"unknown training method {method!r}; use lora, qlora, hyper or "
+                            "hyper+lora.")
     info = resolve_base(settings)
     lib = Library.open(settings)
     lock = settings.home / "locks" / f"remember-{traj.id[:24]}.lock"
@@ -94,6 +99,11 @@ def remember_trajectory(
             log.info("trajectory %s is already adapter %s", traj.id[:12], existing.adapter_id)
             return _reused(existing, traj, start)
         return _learn(settings, lib, info, traj, method, progress, start)
+
+
+def default_method(settings: Settings) -> str:
+    """`remember_method`, where `lora` means the `train_method` precision (lora or qlora)."""
+    return settings.train_method if settings.remember_method == "lora" else settings.remember_method
 
 
 def find_existing(lib: Any, trajectory_id: str, fingerprint: str) -> Any:
@@ -147,16 +157,20 @@ def _learn(
     progress: Progress | None, start: float,
 ) -> RememberResult:
     check_learnable(traj, compile_lessons(traj, settings))
+    hyper = _hypernetwork(settings, info, method)  # a missing one is refused before loading
+    if hyper is not None:
+        settings = _hyper_settings(settings, hyper)
     _say(progress, "loading the base model")
     load_start = time.monotonic()
-    loaded = get_loaded(settings, info, method)
+    loaded = get_loaded(settings, info, "lora" if hyper is not None else method)
     load_seconds = time.monotonic() - load_start
 
     def count(text: str) -> int:
         return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     examples = compile_lessons(traj, settings, count)
-    if settings.lessons_rehearsal:
+    lessons = list(examples)
+    if settings.lessons_rehearsal and method != "hyper":
         _say(progress, "answering the rehearsal prompts with the base model (once per base)")
         examples += rehearsal_examples(settings, info.fingerprint, loaded.model, loaded.tokenizer)
     _say(progress, f"compiled {len(examples)} examples; training")
@@ -165,16 +179,50 @@ def _learn(
     work = Path(tempfile.mkdtemp(dir=tmp_root, prefix="remember-"))
     try:
         with _LOAD_LOCK:  # one training at a time per process: they share the base model
-            result = train_adapter(settings, examples, loaded, work / "peft", progress)
+            result = _train(settings, method, hyper, traj, lessons, examples, loaded, work,
+                            progress)
         gguf = _export(work / "peft", info, work / "adapter.gguf")
         _say(progress, "storing and indexing the adapter")
-        record = lib.add(work / "peft", gguf, _meta(settings, info, traj, examples, result))
+        record = lib.add(work / "peft", gguf, _meta(settings, info, traj, examples, result, hyper))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return RememberResult(
         record.adapter_id, traj.id, lesson_count(traj, examples), len(examples),
         time.monotonic() - start, result.final_loss, method, False, load_seconds,
         result.seconds, summary(examples))
+
+
+def _hypernetwork(settings: Settings, info: BaseModelInfo, method: str) -> Any:
+    """The hypernetwork checkpoint for `method` hyper or hyper+lora (None for the others)."""
+    from rune_mcp.distill.hyper.generate import HYPER_METHODS, find_hypernetwork
+
+    return find_hypernetwork(settings, info) if method in HYPER_METHODS else None
+
+
+def _hyper_settings(settings: Settings, hyper: Any) -> Settings:
+    from rune_mcp.distill.hyper.generate import adapter_settings
+
+    return adapter_settings(settings, hyper)
+
+
+def _train(
+    settings: Settings, method: str, hyper: Any, traj: Trajectory, lessons: list[Example],
+    examples: list[Example], loaded: Loaded, work: Path, progress: Progress | None,
+) -> TrainResult:
+    """Gradient steps (lora, qlora), one forward pass of the hypernetwork (hyper), or the
+    forward pass as the start of the gradient steps (hyper+lora)."""
+    if hyper is None:
+        return train_adapter(settings, examples, loaded, work / "peft", progress)
+    from rune_mcp.distill.hyper.generate import generate_adapter
+
+    _say(progress, "writing the adapter with the hypernetwork")
+    made = generate_adapter(hyper, loaded, traj, lessons, work / ("peft" if method == "hyper"
+                                                                 else "hyper"))
+    if method == "hyper":
+        return TrainResult(made.peft_dir, method, loaded.device, 0, made.lesson_loss, made.seconds,
+                           loaded.seconds, 0, 0, len(examples), [made.lesson_loss])
+    result = train_adapter(settings, examples, loaded, work / "peft", progress, start=made.peft_dir)
+    return dataclasses.replace(result, method=method, seconds=result.seconds + made.seconds)
 
 
 def _export(peft_dir: Path, info: BaseModelInfo, out: Path) -> Path:
@@ -185,7 +233,7 @@ def _export(peft_dir: Path, info: BaseModelInfo, out: Path) -> Path:
 
 def _meta(
     settings: Settings, info: BaseModelInfo, traj: Trajectory, examples: list[Example],
-    result: TrainResult,
+    result: TrainResult, hyper: Any = None,
 ) -> dict[str, Any]:
     from rune_mcp.library import embed_text_for
 
@@ -198,6 +246,11 @@ def _meta(
         "lessons": {"episodes": settings.lessons_episodes, "qa": settings.lessons_qa,
                     "final": settings.lessons_final, "rehearsal": settings.lessons_rehearsal},
     })
+    if hyper is not None:  # which network wrote it: its weights' SHA-256 and training step
+        training["hypernetwork"] = {"sha256": hyper.sha256, "step": hyper.step,
+                                    "source": hyper.config.source, "version": hyper.config.version}
+        if result.method == "hyper":
+            training["train_steps"] = 0
     return {
         "base_fingerprint": info.fingerprint, "method": result.method,
         "rank": settings.lora_rank, "alpha": settings.lora_alpha,

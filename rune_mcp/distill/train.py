@@ -214,8 +214,10 @@ def train_adapter(
     loaded: Loaded,
     out_dir: Path,
     progress: Progress | None = None,
+    start: Path | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter on `examples` and save the PEFT folder to `out_dir`.
+    """Train a LoRA adapter on `examples` and save the PEFT folder to `out_dir`; with `start`
+    (a PEFT folder of the same rank and modules), training begins from its weights.
 
     Raises TrainingError on divergence (loss NaN/inf or exploding); `out_dir` is only written
     after the last step, so an error or Ctrl+C leaves it absent.
@@ -229,11 +231,25 @@ def train_adapter(
                                unlikelihood=settings.unlikelihood_weight > 0)
     batches = make_batches(rendered, settings.train_batch_tokens, settings.seed)
     model = _peft_model(settings, loaded)
+    if start is not None:
+        _load_start(model, start)
     try:
         return _loop(settings, model, loaded, batches, out_dir, progress, len(examples))
     finally:
         # Leave the shared base model as it was: the LoRA layers come out again.
         loaded.model = model.unload() if loaded.method != "qlora" else loaded.model
+
+
+def _load_start(model: Any, start: Path) -> None:
+    """Put the LoRA weights of the PEFT folder `start` into the fresh adapter of `model`."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(start / "adapter_model.safetensors")))
+    unexpected = list(getattr(result, "unexpected_keys", None) or [])
+    if unexpected:
+        raise TrainingError(f"the starting adapter in {start} has weights this LoRA cannot take "
+                            f"({unexpected[0]}); its rank and modules must match.")
 
 
 def _loop(

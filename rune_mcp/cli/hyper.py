@@ -1,0 +1,106 @@
+"""`rune hyper train`: meta-train the hypernetwork that writes an adapter in one forward pass.
+
+The network is trained on sessions the dataset generator invents (`rune bench make-dataset`),
+one dataset per training seed; the evaluation seeds are generated apart and never trained on.
+Progress and the time left go to stderr; the run's summary to stdout (JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rune_mcp.cli.output import emit_json
+from rune_mcp.config import Settings
+
+
+def register(sub: Any) -> None:
+    hyper = sub.add_parser("hyper", help="train the hypernetwork that writes adapters in one pass")
+    hyper_sub = hyper.add_subparsers(dest="hyper_command", metavar="COMMAND", required=True)
+    train = hyper_sub.add_parser(
+        "train", help="meta-train the hypernetwork on generated sessions (docs/hypernetwork.md)")
+    train.fill = lambda: _train_arguments(train)
+    train.set_defaults(func=train_cmd)
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    from rune_mcp.distill.hyper.train import MetaOptions
+
+    d = MetaOptions(out=Path(), train_seeds=[], eval_seeds=[])
+    p.add_argument("--train-seeds", required=True,
+                   help="dataset seeds to train on, e.g. 0-15 (each is a generated dataset)")
+    p.add_argument("--eval-seeds", required=True,
+                   help="dataset seeds to evaluate on, never trained on, e.g. 100-101")
+    p.add_argument("--projects", type=int, default=d.projects,
+                   help=f"fictional projects per seed, three sessions each (default {d.projects})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps in all "
+                   f"(default {d.steps}); with --resume, the total to continue to")
+    p.add_argument("--out", type=Path, default=None,
+                   help="checkpoint folder (default: the hypernetwork setting, else "
+                        "RUNE_HOME/hyper/<base fingerprint>: where `rune remember --method "
+                        "hyper` looks)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--source", choices=("lessons", "trajectory"), default=d.source,
+                   help="what the encoder reads: the compiled lessons or the trajectory text "
+                        f"(default {d.source})")
+    p.add_argument("--lr", type=float, default=d.learning_rate,
+                   help=f"AdamW learning rate (default {d.learning_rate})")
+    p.add_argument("--l2", type=float, default=d.l2,
+                   help=f"weight of the L2 penalty on the generated delta W (default {d.l2})")
+    p.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
+    p.add_argument("--alpha", type=float, default=d.alpha, help=f"LoRA alpha (default {d.alpha})")
+    p.add_argument("--latent", type=int, default=d.latent,
+                   help=f"width of the network's latents (default {d.latent})")
+    p.add_argument("--batch-tokens", type=int, default=d.batch_tokens,
+                   help=f"lesson tokens per session per step (default {d.batch_tokens})")
+    p.add_argument("--sessions-per-step", type=int, default=d.sessions_per_step,
+                   help=f"sessions averaged in one step (default {d.sessions_per_step})")
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help=f"evaluate and checkpoint every N steps (default {d.eval_every})")
+    p.add_argument("--eval-sessions", type=int, default=d.eval_sessions,
+                   help=f"evaluation sessions scored (default {d.eval_sessions})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of the network's initialisation and order (default {d.seed})")
+    p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+
+
+def _say(message: str) -> None:
+    print(f"rune: {message}", file=sys.stderr, flush=True)
+
+
+def train_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.basemodel import ensure_derived, resolve_base
+    from rune_mcp.distill.hyper.checkpoint import default_dir
+    from rune_mcp.distill.hyper.data import parse_seeds
+    from rune_mcp.distill.hyper.train import MetaOptions, meta_train
+    from rune_mcp.distill.train import load_base
+
+    info = resolve_base(settings)
+    opts = MetaOptions(
+        out=args.out or default_dir(settings, info.fingerprint),
+        train_seeds=parse_seeds(args.train_seeds), eval_seeds=parse_seeds(args.eval_seeds),
+        projects=args.projects, steps=args.steps, learning_rate=args.lr, l2=args.l2,
+        batch_tokens=args.batch_tokens, sessions_per_step=args.sessions_per_step,
+        eval_every=args.eval_every, eval_sessions=args.eval_sessions, rank=args.rank,
+        alpha=args.alpha, latent=args.latent, source=args.source, seed=args.seed,
+        resume=args.resume)
+    opts.check()  # overlapping seeds are refused before a model loads
+    _say("loading the base model")
+    loaded = load_base(settings, ensure_derived(settings, info), "lora")
+    state = meta_train(settings, loaded, info.fingerprint, opts, _say)
+    summary = {"out": str(opts.out), "step": state.step, "device": state.device,
+               "seconds": round(state.seconds, 1), "cpu_seconds": round(state.cpu_seconds, 1),
+               "encode_seconds": state.encode_seconds,
+               "first_loss": state.losses[0] if state.losses else None,
+               "last_loss": state.losses[-1] if state.losses else None,
+               "eval": state.evals[-1] if state.evals else None}
+    if args.json:
+        emit_json(summary)
+        return 0
+    print(f"hypernetwork at step {state.step} in {opts.out} ({state.device}, "
+          f"{state.seconds:.0f} s, {state.cpu_seconds:.0f} CPU s)")
+    if state.evals:
+        print(f"  last evaluation: {state.evals[-1]}")
+    return 0

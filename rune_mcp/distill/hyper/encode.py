@@ -1,0 +1,92 @@
+"""The encoder: the frozen base model reads a session; its per-layer mean-pooled states are
+what the hypernetwork sees.
+
+Two views of a session can be read. `lessons` (the default) encodes each compiled lesson
+(prompt and answer, in the base's chat template, as training renders them), one text each:
+the lesson compiler has already picked what is worth keeping, and the network can be asked
+to answer phrasings it did not see (held-out paraphrases). `trajectory` encodes the redacted
+session text itself (what `rune bench memory`'s full_context condition puts in the prompt) in
+windows of `max_tokens`, to compare how much the compiler adds. Reading with the frozen base
+means the encoder costs no parameters and speaks the same representation the adapter acts on
+(Doc-to-LoRA); the states of one text are a [layers, hidden] matrix, about 69 KB on
+SmolLM2-135M, so a training set's encodings are computed once and kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rune_mcp.distill.collate import render_examples
+from rune_mcp.distill.lessons import Example
+from rune_mcp.trajectory import Trajectory
+
+MAX_WINDOWS = 16  # a trajectory longer than this many windows keeps its first and last ones
+
+
+def lesson_tokens(examples: Sequence[Example], tokenizer: Any, max_tokens: int) -> list[list[int]]:
+    """One token list per lesson: its prompt and answer as training renders them."""
+    return [r.input_ids for r in render_examples(examples, tokenizer, max_tokens)]
+
+
+def trajectory_tokens(traj: Trajectory, tokenizer: Any, max_tokens: int) -> list[list[int]]:
+    """The session's text in consecutive windows of `max_tokens` tokens (at most MAX_WINDOWS:
+    the middle of a very long session goes first, as the lesson compiler's clips do)."""
+    from rune_mcp.bench.memory import trajectory_text
+
+    ids = list(tokenizer(trajectory_text(traj), add_special_tokens=False)["input_ids"])
+    windows = [ids[i:i + max_tokens] for i in range(0, len(ids), max_tokens)] or [[0]]
+    if len(windows) > MAX_WINDOWS:
+        half = MAX_WINDOWS // 2
+        windows = windows[:half] + windows[-(MAX_WINDOWS - half):]
+    return windows
+
+
+def session_tokens(
+    source: str, traj: Trajectory, examples: Sequence[Example], tokenizer: Any, max_tokens: int
+) -> list[list[int]]:
+    """The texts the encoder reads for `source` ("lessons" or "trajectory")."""
+    if source == "trajectory":
+        return trajectory_tokens(traj, tokenizer, max_tokens)
+    return lesson_tokens(examples, tokenizer, max_tokens)
+
+
+@torch.no_grad()
+def pooled_states(
+    model: Any, token_lists: Sequence[list[int]], pad: int, batch_tokens: int = 4096
+) -> Tensor:
+    """[texts, layers, hidden] float32: each text's hidden states after every decoder layer,
+    averaged over its tokens. Runs the decoder stack only (no vocabulary projection)."""
+    device = next(model.parameters()).device
+    decoder = model.base_model  # the stack without the LM head (LlamaModel, Qwen2Model, ...)
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    batches: list[list[int]] = []
+    for i in order:  # ascending lengths: the text added last is the longest of its batch
+        if batches and len(token_lists[i]) * (len(batches[-1]) + 1) <= batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    out: list[Tensor | None] = [None] * len(token_lists)
+    for batch in batches:
+        for i, pooled in zip(batch, _pool(decoder, [token_lists[i] for i in batch], pad, device),
+                             strict=True):
+            out[i] = pooled
+    return torch.stack([t for t in out if t is not None])
+
+
+def _pool(decoder: Any, seqs: list[list[int]], pad: int, device: Any) -> list[Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    hidden = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    layers = torch.stack([h.float() for h in hidden[1:]], dim=1)  # [batch, layers, width, hidden]
+    weights = mask.float()[:, None, :, None]
+    pooled = (layers * weights).sum(dim=2) / weights.sum(dim=2).clamp(min=1.0)
+    return list(pooled.cpu())

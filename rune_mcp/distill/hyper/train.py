@@ -1,0 +1,304 @@
+"""Meta-training: the network learns to write adapters by having its adapters answer lessons.
+
+Objective, end to end: for a session, the network reads the encoder's states of its lessons
+(minus the held-out paraphrases), writes an adapter, and the adapter is applied to the frozen
+base (`apply.applied`); the loss is the cross-entropy of the lesson answers, the held-out
+phrasings included, computed exactly as LoRA training computes it (`distill.train`), with no
+session text in the prompt. Plus an L2 penalty on the generated delta W. Only the network's
+parameters get gradients; the base model stays frozen.
+
+The run is deterministic per step (which session and which batch a step trains on follow
+from the step number), so `--resume` continues a checkpointed run exactly where it stopped.
+Evaluation seeds are generated and encoded apart and never trained on; each evaluation
+reports the lesson loss of the base, the bias-only adapter, the generated adapter and the
+adapter generated from another evaluation session (a mismatched control).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rune_mcp.config import Settings
+from rune_mcp.distill.collate import Rendered
+from rune_mcp.distill.hyper.apply import applied, freeze, module_dims
+from rune_mcp.distill.hyper.checkpoint import (
+    Checkpoint,
+    has_checkpoint,
+    load_network,
+    load_optimizer,
+    read_checkpoint,
+    save_checkpoint,
+)
+from rune_mcp.distill.hyper.data import Session, generated_sessions
+from rune_mcp.distill.hyper.network import Adapter, HyperConfig, HyperNetwork, parameter_count
+from rune_mcp.distill.train import (
+    EXPLODE_FACTOR,
+    EXPLODE_MARGIN,
+    Loaded,
+    _likelihood_loss,
+    make_batches,
+)
+from rune_mcp.errors import TrainingError, UsageError
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+TRAIN_HINT = "`rune hyper train --train-seeds 0-15 --eval-seeds 100-101`"
+
+
+@dataclass
+class MetaOptions:
+    """What one `rune hyper train` run does (its flags)."""
+
+    out: Path
+    train_seeds: list[int]
+    eval_seeds: list[int]
+    projects: int = 2
+    steps: int = 200
+    learning_rate: float = 1e-3
+    l2: float = 1e-2
+    batch_tokens: int = 384
+    sessions_per_step: int = 1
+    eval_every: int = 50
+    eval_sessions: int = 4
+    rank: int = 8
+    alpha: float = 16.0
+    latent: int = 256
+    heads: int = 4
+    head_hidden: int = 512
+    source: str = "lessons"
+    max_tokens: int = 384
+    seed: int = 0
+    resume: bool = False
+
+    def check(self) -> None:
+        overlap = sorted(set(self.train_seeds) & set(self.eval_seeds))
+        if overlap:
+            raise UsageError(f"seeds {overlap} are both training and evaluation seeds; evaluation "
+                             "seeds must never be trained on, so choose disjoint sets.")
+        if self.steps < 1 or self.sessions_per_step < 1 or self.eval_every < 1:
+            raise UsageError("--steps, --sessions-per-step and --eval-every must be at least 1.")
+
+
+@dataclass
+class MetaState:
+    """The run so far; saved in every checkpoint and continued by `--resume`."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    penalties: list[float] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0  # training and evaluation, wall clock, summed over resumed runs
+    cpu_seconds: float = 0.0  # the same in process CPU time (all threads)
+    encode_seconds: float = 0.0  # generating and encoding the sessions, this run
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+    sessions: dict[str, list[str]] = field(default_factory=dict)
+
+
+def make_config(opts: MetaOptions, model: Any, fingerprint: str, targets: Sequence[str]) -> HyperConfig:
+    n_layers, dims = module_dims(model, targets)
+    return HyperConfig(base_fingerprint=fingerprint, n_layers=n_layers,
+                       hidden=int(model.config.hidden_size), targets=tuple(targets), dims=dims,
+                       rank=opts.rank, alpha=opts.alpha, latent=opts.latent, heads=opts.heads,
+                       head_hidden=opts.head_hidden, source=opts.source, max_tokens=opts.max_tokens)
+
+
+def lesson_loss(model: Any, adapter: Adapter | None, batch: list[Rendered], pad: int) -> Any:
+    """Cross-entropy of `batch`'s answers with `adapter` on the frozen base (None: the base)."""
+    device = str(next(model.parameters()).device)
+    with applied(model, adapter):
+        return _likelihood_loss(model, batch, pad, device)
+
+
+def step_batches(session: Session, step: int, n_sessions: int, batch_tokens: int) -> list[Rendered]:
+    """The batch of `session`'s lessons a step trains on: batches are packed once per seed and
+    name, then visited in turn (the k-th visit of a session takes its k-th batch)."""
+    batches = make_batches(session.rendered, batch_tokens, hash_name(session.name))
+    visit = (step - 1) // max(1, n_sessions)
+    return batches[visit % len(batches)]
+
+
+def hash_name(name: str) -> int:
+    """A seed from a session name that, unlike `hash()`, is the same in every process."""
+    return zlib.crc32(name.encode())
+
+
+def schedule(step: int, n_sessions: int, per_step: int, seed: int) -> list[int]:
+    """Which sessions step `step` trains on: each epoch is a seeded permutation, so the order
+    is a function of the step alone (and a resumed run follows the same order)."""
+    picks = []
+    for k in range(per_step):
+        position = (step - 1) * per_step + k
+        epoch, offset = divmod(position, n_sessions)
+        order = list(range(n_sessions))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        picks.append(order[offset])
+    return picks
+
+
+def train_step(
+    net: HyperNetwork, model: Any, sessions: list[Session], picks: list[int], step: int,
+    opts: MetaOptions, pad: int,
+) -> tuple[float, float, Any]:
+    """Mean lesson loss and penalty over the picked sessions, and the loss to backpropagate."""
+    total: Any = 0.0
+    loss_sum = penalty_sum = 0.0
+    device = next(net.parameters()).device
+    for i in picks:
+        session = sessions[i]
+        adapter = net(session.visible().to(device))
+        loss = lesson_loss(model, adapter, step_batches(session, step, len(sessions),
+                                                        opts.batch_tokens), pad)
+        penalty = adapter.penalty()
+        total = total + (loss + opts.l2 * penalty) / len(picks)
+        loss_sum += float(loss.detach())
+        penalty_sum += float(penalty.detach())
+    return loss_sum / len(picks), penalty_sum / len(picks), total
+
+
+@torch.no_grad()
+def evaluate(
+    net: HyperNetwork, model: Any, sessions: list[Session], pad: int, batch_tokens: int
+) -> dict[str, Any]:
+    """Mean lesson loss per condition on one batch of each evaluation session, and on its
+    held-out paraphrases alone: base, bias_only, generated and mismatched."""
+    net.eval()
+    device = next(net.parameters()).device
+    rows: dict[str, list[float]] = {"base": [], "bias_only": [], "generated": [], "mismatched": []}
+    held: dict[str, list[float]] = {"base": [], "bias_only": [], "generated": []}
+    adapters = [net(s.visible().to(device)) for s in sessions]
+    for i, session in enumerate(sessions):
+        batch = make_batches(session.rendered, batch_tokens, hash_name(session.name))[0]
+        other = adapters[(i + 1) % len(sessions)] if len(sessions) > 1 else None
+        conditions = {"base": None, "bias_only": net.bias_only(), "generated": adapters[i],
+                      "mismatched": other}
+        for name, adapter in conditions.items():
+            if name != "mismatched" or other is not None:
+                rows[name].append(float(lesson_loss(model, adapter, batch, pad)))
+        hidden = [session.rendered[j] for j in session.heldout][:4]
+        if hidden:
+            for name, values in held.items():
+                values.append(float(lesson_loss(model, conditions[name], hidden, pad)))
+    net.train()
+    out: dict[str, Any] = {k: round(sum(v) / len(v), 4) for k, v in rows.items() if v}
+    out["heldout"] = {k: round(sum(v) / len(v), 4) for k, v in held.items() if v}
+    out["sessions"] = len(sessions)
+    return out
+
+
+def _resume(opts: MetaOptions, cfg: HyperConfig, device: str) -> tuple[HyperNetwork, Checkpoint | None]:
+    if not opts.resume:
+        if has_checkpoint(opts.out):
+            raise UsageError(f"{opts.out} already holds a hypernetwork checkpoint; pass --resume to "
+                             "continue it or choose another --out folder.")
+        torch.manual_seed(opts.seed)
+        return HyperNetwork(cfg).to(device), None
+    ckpt = read_checkpoint(opts.out, TRAIN_HINT)
+    if ckpt.config != cfg:
+        changed = sorted(k for k, v in cfg.to_dict().items() if ckpt.config.to_dict().get(k) != v)
+        raise UsageError(f"the checkpoint in {opts.out} was made with other {', '.join(changed)}; "
+                         "resume with the same flags and base model, or choose another --out.")
+    return load_network(ckpt, device), ckpt
+
+
+def meta_train(settings: Settings, loaded: Loaded, fingerprint: str, opts: MetaOptions,
+               say: Say = log.info,
+               data: tuple[list[Session], list[Session]] | None = None) -> MetaState:
+    """Run (or continue) meta-training; checkpoints go to `opts.out`. Returns the run.
+    `data` (training and evaluation sessions, from `encode_seeds`) saves encoding them again."""
+    opts.check()
+    model, tokenizer = loaded.model, loaded.tokenizer
+    freeze(model)
+    model.eval()  # no dropout in the base: the same adapter always means the same function
+    cfg = make_config(opts, model, fingerprint, settings.target_modules)
+    net, ckpt = _resume(opts, cfg, loaded.device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=opts.learning_rate, weight_decay=0.0)
+    state = MetaState(device=loaded.device, options=_jsonable(opts))
+    if ckpt is not None:
+        load_optimizer(ckpt, optimizer)
+        state = MetaState(**{**ckpt.run, "options": _jsonable(opts)})
+        say(f"resuming at step {state.step} of {opts.steps}")
+    say(f"hypernetwork: {parameter_count(net):,} parameters, rank {cfg.rank}, "
+        f"targets {list(cfg.targets)}, {cfg.n_layers} layers, source {cfg.source}")
+    encode_start = time.monotonic()
+    train, evals = data or encode_seeds(settings, loaded, opts, say)
+    state.encode_seconds = round(time.monotonic() - encode_start, 1)
+    evals = evals[: opts.eval_sessions]
+    state.sessions = {"train": [s.name for s in train], "eval": [s.name for s in evals]}
+    _loop(net, model, optimizer, train, evals, opts, int(tokenizer.pad_token_id), state, say)
+    return state
+
+
+def encode_seeds(settings: Settings, loaded: Loaded, opts: MetaOptions,
+                 say: Say = log.info) -> tuple[list[Session], list[Session]]:
+    """The training and the evaluation sessions of `opts`' seeds, encoded."""
+    return (_encode(settings, loaded, opts, opts.train_seeds, "training", say),
+            _encode(settings, loaded, opts, opts.eval_seeds, "evaluation", say, opts.eval_sessions))
+
+
+def _encode(settings: Settings, loaded: Loaded, opts: MetaOptions, seeds: list[int], what: str,
+            say: Say, limit: int | None = None) -> list[Session]:
+    start = time.monotonic()
+    sessions = generated_sessions(settings, loaded.model, loaded.tokenizer, seeds, opts.projects,
+                                  opts.source, opts.max_tokens, say, limit)
+    say(f"{what}: {len(sessions)} sessions of seeds {seeds} encoded in "
+        f"{time.monotonic() - start:.1f} s")
+    return sessions
+
+
+def _loop(net: HyperNetwork, model: Any, optimizer: Any, train: list[Session],
+          evals: list[Session], opts: MetaOptions, pad: int, state: MetaState, say: Say) -> None:
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    wall, cpu = time.monotonic(), time.process_time()
+    started, first = wall, state.step
+    for step in range(state.step + 1, opts.steps + 1):
+        picks = schedule(step, len(train), opts.sessions_per_step, opts.seed)
+        loss, penalty, total = train_step(net, model, train, picks, step, opts, pad)
+        _check(loss, state.losses[0] if state.losses else None, step)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        state.step, state.losses, state.penalties = step, [*state.losses, round(loss, 4)], \
+            [*state.penalties, float(f"{penalty:.4g}")]
+        elapsed = time.monotonic() - started
+        eta = elapsed / (step - first) * (opts.steps - step)
+        say(f"step {step}/{opts.steps} loss {loss:.4f} penalty {penalty:.3g} "
+            f"({elapsed:.0f} s, ETA {eta:.0f} s)")
+        if step % opts.eval_every == 0 or step == opts.steps:
+            if evals:
+                result = {"step": step, **evaluate(net, model, evals, pad, opts.batch_tokens)}
+                state.evals.append(result)
+                say(f"eval at step {step}: {result}")
+            state.seconds += time.monotonic() - wall
+            state.cpu_seconds += time.process_time() - cpu
+            wall, cpu = time.monotonic(), time.process_time()
+            save_checkpoint(opts.out, net, optimizer, step, asdict(state))
+            say(f"checkpoint at step {step} in {opts.out}")
+
+
+def _check(loss: float, first: float | None, step: int) -> None:
+    """A loss that is not finite, or far above the run's first one, means divergence: stop
+    before a checkpoint keeps it (the same rule as LoRA training)."""
+    exploded = first is not None and loss > max(first * EXPLODE_FACTOR, first + EXPLODE_MARGIN)
+    if not math.isfinite(loss) or exploded:
+        raise TrainingError(f"meta-training diverged at step {step} (loss {loss:.4g}"
+                            + (f", first {first:.4g}" if first is not None else "")
+                            + "); lower --lr and resume from the last checkpoint.")
+
+
+def _jsonable(opts: MetaOptions) -> dict[str, Any]:
+    data = asdict(opts)
+    data["out"] = str(opts.out)
+    return data
