@@ -173,7 +173,7 @@ def test_quick_memory_benchmark_end_to_end(dataset: Path, tmp_path: Path) -> Non
     )
     assert rc == 0
     data = json.loads(out.read_text())
-    assert set(data) == {"config", "results", "summary"}
+    assert set(data) == {"config", "results", "summary", "general"}
     assert len(data["config"]["sessions"]) == 2 and data["config"]["quick"]
     rows = data["results"]
     keys = {"probe_id", "condition", "source_session", "correct", "scores", "adapter_id", "context_tokens"}
