@@ -140,6 +140,11 @@ class Settings(BaseModel):
         default=True, description="Compile attempt -> error -> fix episode examples."
     )
     lessons_qa: bool = Field(default=True, description="Compile short question/answer lessons.")
+    lessons_facts: bool = Field(
+        default=False,
+        description="Compile each fixed error as a fact asked a dozen ways, both directions, "
+        "answered in its first sentence.",
+    )
     lessons_final: bool = Field(
         default=True, description="Compile task -> final working actions examples."
     )

@@ -431,7 +431,7 @@ def run_memory(
         "target_modules": list(local.target_modules),
         "learning_rate": local.learning_rate,
         "lessons": {"episodes": local.lessons_episodes, "qa": local.lessons_qa, "final": local.lessons_final,
-                    "rehearsal": local.lessons_rehearsal},
+                    "facts": local.lessons_facts, "rehearsal": local.lessons_rehearsal},
         "recall_min_similarity": local.recall_min_similarity,
         "context_budget_tokens": scorer.budget,
         "free_answer_tokens": free_tokens,
@@ -490,6 +490,11 @@ def register(sub: Any) -> None:
         "defaults on runs of one seed and report runs of another (docs/benchmarks.md)",
     )
     p.add_argument(
+        "--conditions",
+        metavar="A,B",
+        help=f"only these conditions, comma-separated (default all: {','.join(CONDITIONS)})",
+    )
+    p.add_argument(
         "--no-general",
         action="store_true",
         help="skip the general-ability guard (NLL on fixed corpora, coding questions) per adapter",
@@ -532,6 +537,17 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
+def _conditions(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return CONDITIONS
+    chosen = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    unknown = [c for c in chosen if c not in CONDITIONS]
+    if unknown or not chosen:
+        raise UsageError(f"--conditions {text!r} names no condition or unknown ones ({unknown}); "
+                         f"choose among {', '.join(CONDITIONS)}.")
+    return chosen
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.bench.report import write_ablation_report, write_report
 
@@ -566,8 +582,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.report:
                 write_ablation_report(runs, args.report)
     else:
-        data = run_memory(settings, paths, probes, CONDITIONS, args.quick, None, _say, subset,
-                          args.seed, general=not args.no_general)
+        data = run_memory(settings, paths, probes, _conditions(args.conditions), args.quick, None,
+                          _say, subset, args.seed, general=not args.no_general)
         _write_json(args.json, data)
         if args.report:
             write_report(data, args.report)

@@ -10,6 +10,8 @@ examples whose trained answer is always something that worked:
   as `negative`, never as a target (an unlikelihood term may push it down, off by default);
 - qa: short question/answer lessons phrased several ways, filled from the session's own
   identifiers, commands, paths and error messages;
+- fact: each fixed error as one fact asked a dozen ways, both directions, answered in its
+  first sentence (`rune_mcp.distill.facts`);
 - final: the task -> the final working actions (edits, commands).
 
 Every prompt names the project, so lessons attach to it. A token budget keeps the most
@@ -28,9 +30,11 @@ from typing import Literal
 
 from rune_mcp.capture.tools import family_of
 from rune_mcp.config import Settings
+from rune_mcp.distill.facts import FACT_PRIORITY, make_fact, need_of
+from rune_mcp.distill.text import clip, error_line, lower_first
 from rune_mcp.trajectory import Episode, Step, Trajectory
 
-ExampleKind = Literal["episode", "attempt", "qa", "final", "rehearsal"]
+ExampleKind = Literal["episode", "attempt", "qa", "fact", "final", "rehearsal"]
 
 # Tool families (recorded at capture) whose calls are "working actions" worth replaying:
 # reads, searches and bookkeeping (plans, todo lists, subagents) change nothing.
@@ -42,10 +46,6 @@ TASK_CHARS = 400
 DIAGNOSIS_CHARS = 600
 ERROR_CHARS = 700
 ACTION_CHARS = 1200
-_ERROR_LINE = re.compile(
-    r"(error|exception|traceback|failed|fail:|not found|no such|cannot|can't|denied|invalid|"
-    r"missing|undefined|unrecognized|refused)", re.IGNORECASE)
-_EXCEPTION = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Warning)\b:.*$")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+|[A-Za-z_]\w*\(")
 _PATH = re.compile(r"(?:\.{0,2}/)?(?:[\w.-]+/)+[\w.-]+\.\w+|\b[\w-]+\.(?:py|ts|js|toml|json|"
                    r"yaml|yml|md|cfg|ini|sh|rs|go|sql)\b")
@@ -86,33 +86,6 @@ class _Facts:
 
 
 # --- text helpers ---------------------------------------------------------------------------
-
-def clip(text: str, limit: int) -> str:
-    """Keep head and tail of a long text: `clip("a"*10, 6)` -> `"aa…aaa"` (errors end with
-    the useful line, commands start with it)."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    head = limit * 2 // 5
-    return text[:head].rstrip() + "\n…\n" + text[-(limit - head - 3):].lstrip()
-
-
-def error_line(error: str) -> str:
-    """The line of an error output that names the problem: the last exception line (from the
-    exception's name on), else the last line that looks like an error, else the last line.
-    `"Traceback...\\nE   KeyError: 'x'"` -> `"KeyError: 'x'"`."""
-    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    for line in reversed(lines):
-        found = _EXCEPTION.search(line)
-        if found:
-            return clip(found.group(0), 200)
-    for line in reversed(lines):
-        if _ERROR_LINE.search(line):
-            return clip(line, 200)
-    return clip(lines[-1], 200)
-
 
 def render_action(step: Step) -> str:
     """A tool call as a short, readable action: `$ pytest -q`, `edit app.py: ...`."""
@@ -257,7 +230,7 @@ def _episode_qa(traj: Trajectory, project: str, task: str) -> list[Example]:
                                    None, steps))
             continue
         pairs = [
-            (f"How do I {_lower_first(task)} in {project}?",
+            (f"How do I {lower_first(task)} in {project}?",
              f"In {project}, use:\n{f.right}"),
             (f"What goes wrong with `{f.wrong}` in {project}?",
              f"In {project}, `{f.wrong}` fails with `{f.error_line}`. Use `{f.right}` instead."),
@@ -270,9 +243,26 @@ def _episode_qa(traj: Trajectory, project: str, task: str) -> list[Example]:
                                                  if ep.diagnosis else "")))
         if f.new_names:
             names = ", ".join(f"`{n}`" for n in f.new_names[:3])
-            pairs.append((f"Which {f.thing} does {project} use to {_lower_first(task)}?",
+            pairs.append((f"Which {f.thing} does {project} use to {lower_first(task)}?",
                           f"{names}, as in `{f.right}`."))
         out += [Example("qa", q, a, PRIORITY["qa_episode"], None, steps) for q, a in pairs]
+    return out
+
+
+def _fact_examples(traj: Trajectory, project: str, task: str) -> list[Example]:
+    """Every fixed episode as a fact, asked many ways (`rune_mcp.distill.facts`)."""
+    out: list[Example] = []
+    for ep in traj.episodes:
+        if not ep.fix:
+            continue
+        f = _facts(ep, _step(traj, ep.fix_step))
+        about = f"{f.right} {ep.diagnosis}"
+        fact = make_fact(project, need_of(traj, ep, task, about), f.right, f.wrong, ep.error,
+                         ep.diagnosis, f.thing, f.new_names)
+        if fact is None:
+            continue
+        steps = (ep.attempt_step,) if ep.fix_step is None else (ep.attempt_step, ep.fix_step)
+        out += [Example("fact", q, a, FACT_PRIORITY, None, steps) for q, a in fact.pairs()]
     return out
 
 
@@ -366,7 +356,7 @@ def _final_qa(traj: Trajectory, project: str, task: str) -> list[Example]:
         if action.startswith("$ ") and isinstance(desc, str) and desc.strip() \
                 and desc not in asked:
             asked.add(desc)
-            what = _lower_first(desc.strip().rstrip("."))
+            what = lower_first(desc.strip().rstrip("."))
             for q in (f"Which command do I use to {what} in {project}?",
                       f"How do you {what} in the {project} project?"):
                 out.append(Example("qa", q, f"`{action[2:]}`", PRIORITY["qa_final"], None,
@@ -376,15 +366,10 @@ def _final_qa(traj: Trajectory, project: str, task: str) -> list[Example]:
             edited.append(path)
     if edited:
         files = ", ".join(f"`{p}`" for p in edited[:8])
-        for q in (f"Which files change when you {_lower_first(task)} in {project}?",
+        for q in (f"Which files change when you {lower_first(task)} in {project}?",
                   f"In {project}, where is the code for this: {task}"):
             out.append(Example("qa", q, files, PRIORITY["qa_final"], None, ()))
     return out
-
-
-def _lower_first(text: str) -> str:
-    text = " ".join(text.split()).rstrip(".?!")
-    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
 
 
 # --- the compiler -----------------------------------------------------------------------------
@@ -412,6 +397,8 @@ def compile_lessons(
         examples += _episode_qa(traj, project, task)
         if settings.lessons_final:
             examples += _final_qa(traj, project, task)
+    if settings.lessons_facts:
+        examples += _fact_examples(traj, project, task)
     if settings.lessons_final:
         chunk_chars = max(400, settings.max_example_tokens * 3 - TASK_CHARS - 200)
         examples += _final_examples(traj, project, task, chunk_chars)

@@ -137,7 +137,7 @@ def _merge(settings: Settings, info: BaseModelInfo, parents: Sequence[AdapterRec
     import torch
     from peft import PeftModel
 
-    model = _load_base(ensure_derived(settings, info, quiet=True))
+    model = load_float32_base(ensure_derived(settings, info, quiet=True))
     names = [f"parent{i}" for i in range(len(parents))]
     try:
         with warnings.catch_warnings():
@@ -161,7 +161,7 @@ def _merge(settings: Settings, info: BaseModelInfo, parents: Sequence[AdapterRec
     return out
 
 
-def _load_base(folder: Path) -> Any:
+def load_float32_base(folder: Path) -> Any:
     """The derived base in float32 on CPU, without a weight-loading bar on the terminal."""
     import torch
     from transformers import AutoModelForCausalLM

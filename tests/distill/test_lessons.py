@@ -14,12 +14,11 @@ from rune_mcp.distill.lessons import (
     _relative,
     apply_budget,
     approx_tokens,
-    clip,
     compile_lessons,
-    error_line,
     render_action,
     summary,
 )
+from rune_mcp.distill.text import clip, error_line
 from rune_mcp.trajectory import Step, Trajectory
 
 

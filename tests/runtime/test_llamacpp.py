@@ -97,6 +97,7 @@ def test_thousand_swaps_during_concurrent_seeded_requests(
 
     refs = {used: text for text, used in (one(s, 7) for s in sets)}
     assert len(refs) == 4 and len(set(refs.values())) > 1
+    held = llama.stats()["adapters_loaded"]  # the backend is shared: other tests loaded theirs
     rss_warm: list[float] = []  # once every thread has run a few requests (per-thread buffers)
     loads: list[int] = []
     done = threading.Event()
@@ -144,7 +145,7 @@ def test_thousand_swaps_during_concurrent_seeded_requests(
         assert len(results[i]) >= 3
         assert all(text == refs[used] for text, used in results[i])
     assert len({used for _, used in results[3]}) > 1  # the default set really changed under it
-    assert llama.stats()["adapters_loaded"] <= 2
+    assert llama.stats()["adapters_loaded"] == held  # a composed set is its parts, no copy
     assert llama.stats()["adapter_loads"] == loads[0]  # swaps reuse loaded adapters
     # Flat, not equal: allocator and interpreter noise in a long test process is tens of MB,
     # while a leak of one adapter's tensors or of 64 KB per swap would exceed 64 MB here.

@@ -27,6 +27,7 @@ def test_switching_never_reloads_the_base_and_deactivate_restores_it(
     hf: TransformersBackend, adapter_a: AdapterSpec, adapter_b: AdapterSpec
 ) -> None:
     base_model = hf.model
+    before = hf.stats()  # the backend is shared: other tests may have loaded adapters of theirs
     base_text = hf.generate(PROMPT, max_tokens=8, adapters=()).text
     hf.activate([adapter_a])
     hf.generate(PROMPT, max_tokens=8)
@@ -36,7 +37,11 @@ def test_switching_never_reloads_the_base_and_deactivate_restores_it(
     hf.deactivate()
     assert hf.generate(PROMPT, max_tokens=8).text == base_text
     assert hf.model is base_model
-    assert hf.stats()["adapters_loaded"] == 2
+    after = hf.stats()
+    # a composed set is its two parts, never a third (merged) adapter
+    assert after["adapter_loads"] - before["adapter_loads"] <= 2
+    assert (after["adapters_loaded"] - before["adapters_loaded"]
+            == after["adapter_loads"] - before["adapter_loads"])
 
 
 def test_streaming_matches_generate(hf: TransformersBackend, adapter_b: AdapterSpec) -> None:

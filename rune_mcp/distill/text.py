@@ -1,0 +1,43 @@
+"""Text helpers of the lesson compiler: clipping, the line of an error that names it, casing."""
+
+from __future__ import annotations
+
+import re
+
+_ERROR_LINE = re.compile(
+    r"(error|exception|traceback|failed|fail:|not found|no such|cannot|can't|denied|invalid|"
+    r"missing|undefined|unrecognized|refused)", re.IGNORECASE)
+_EXCEPTION = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Warning)\b:.*$")
+
+
+def clip(text: str, limit: int) -> str:
+    """Keep head and tail of a long text: `clip("a"*10, 6)` -> `"aa…aaa"` (errors end with
+    the useful line, commands start with it)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 5
+    return text[:head].rstrip() + "\n…\n" + text[-(limit - head - 3):].lstrip()
+
+
+def error_line(error: str) -> str:
+    """The line of an error output that names the problem: the last exception line (from the
+    exception's name on), else the last line that looks like an error, else the last line.
+    `"Traceback...\\nE   KeyError: 'x'"` -> `"KeyError: 'x'"`."""
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    for line in reversed(lines):
+        found = _EXCEPTION.search(line)
+        if found:
+            return clip(found.group(0), 200)
+    for line in reversed(lines):
+        if _ERROR_LINE.search(line):
+            return clip(line, 200)
+    return clip(lines[-1], 200)
+
+
+
+def lower_first(text: str) -> str:
+    text = " ".join(text.split()).rstrip(".?!")
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
