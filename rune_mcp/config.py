@@ -153,6 +153,14 @@ class Settings(BaseModel):
         description="Also train on general prompts answered by the base model itself, so "
         "unrelated answers stay as they were.",
     )
+    rehearsal_loss: Literal["ce", "kl"] = Field(
+        default="ce",
+        description="How rehearsal examples are trained: ce takes the base's answer as the "
+        "target; kl holds the whole next-token distribution to the base's (top 32 and the rest).",
+    )
+    anchor_weight: float = Field(
+        default=1.0, ge=0.0, description="Weight of the KL term of rehearsal_loss = kl.",
+    )
     unlikelihood_weight: float = Field(
         default=0.0,
         ge=0.0,
@@ -174,6 +182,14 @@ class Settings(BaseModel):
         default=512, ge=1, description="Memory for loaded adapters before the oldest is evicted."
     )
     max_tokens: int = Field(default=512, ge=1, description="Default generation length.")
+    repeat_ngram: int = Field(
+        default=0, ge=0, le=64,
+        description="Repetition guard: no run of this many tokens occurs repeat_times times in "
+        "an answer (llama.cpp and transformers; 0 = off).",
+    )
+    repeat_times: int = Field(
+        default=3, ge=2, le=16, description="How often a repeat_ngram run of tokens may not occur.",
+    )
 
     # --- server -----------------------------------------------------------------------
     http_host: str = Field(default="127.0.0.1", description="Bind address of `rune serve --http`.")

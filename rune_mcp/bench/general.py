@@ -120,7 +120,10 @@ def _key(prompt: str) -> str:
 
 
 def answers_cache(settings: Settings, fingerprint: str) -> Path:
-    return settings.cache_dir / "general" / f"answers-{fingerprint[:24]}-{ANSWER_TOKENS}.json"
+    # the repetition guard shapes what the base says, so its answers are cached apart
+    guard = f"-r{settings.repeat_ngram}x{settings.repeat_times}" if settings.repeat_ngram else ""
+    return (settings.cache_dir / "general"
+            / f"answers-{fingerprint[:24]}-{ANSWER_TOKENS}{guard}.json")
 
 
 def base_answers(settings: Settings, backend: Backend, prompts: Sequence[str]) -> list[tuple[str, str]]:

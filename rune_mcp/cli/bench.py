@@ -11,7 +11,7 @@ import importlib.util
 from typing import Any
 
 BENCH_MODULES = ("parse", "recall", "remember", "runtime", "memory", "perf", "cold", "dataset", "sweep",
-                 "general", "merge")
+                 "general", "merge", "repetition")
 
 
 def register(sub: Any) -> None:

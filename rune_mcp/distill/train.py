@@ -199,6 +199,31 @@ def _unlikelihood_loss(model: Any, batch: list[Rendered], pad: int, device: str)
     return penalty[chosen].mean()
 
 
+def _anchor_targets(settings: Settings, model: Any, batches: list[list[Rendered]],
+                    device: str) -> dict[int, Any]:
+    """The base's distributions on the rehearsal examples, when they are trained by KL."""
+    if settings.rehearsal_loss != "kl":
+        return {}
+    from rune_mcp.distill.anchor import base_targets
+
+    return base_targets(model, [r for b in batches for r in b if r.kind == "rehearsal"], device)
+
+
+def _batch_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: dict[int, Any],
+                pad: int, device: str) -> Any:
+    """Next-token loss on the lessons; on rehearsal examples too, unless they are anchored to
+    the base by KL (`rune_mcp.distill.anchor`)."""
+    anchored = [r for r in batch if id(r) in anchors]
+    rest = [r for r in batch if id(r) not in anchors]
+    loss = _likelihood_loss(model, rest, pad, device) if rest else None
+    if anchored:
+        from rune_mcp.distill.anchor import anchor_loss
+
+        kl = settings.anchor_weight * anchor_loss(model, anchored, anchors, pad, device)
+        loss = kl if loss is None else loss + kl
+    return loss
+
+
 def _check(loss: float, first: float | None, step: int) -> None:
     if not math.isfinite(loss):
         raise TrainingError(f"training diverged at step {step} (loss is {loss}); nothing was "
@@ -261,6 +286,7 @@ def _loop(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
     pad = int(loaded.tokenizer.pad_token_id)
+    anchors = _anchor_targets(settings, model, batches, loaded.device)
     total = settings.train_steps
     model.train()
     start = time.monotonic()
@@ -272,7 +298,7 @@ def _loop(
         if step > 1 and (step - 1) % len(batches) == 0:
             rng.shuffle(batches)
         batch = batches[(step - 1) % len(batches)]
-        loss = _likelihood_loss(model, batch, pad, loaded.device)
+        loss = _batch_loss(settings, model, batch, anchors, pad, loaded.device)
         if settings.unlikelihood_weight > 0:
             ul = _unlikelihood_loss(model, batch, pad, loaded.device)
             if ul is not None:

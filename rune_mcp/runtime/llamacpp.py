@@ -160,7 +160,8 @@ class LlamaCppBackend(StreamingBackend):
             vocab = self._llm._model.vocab
             first = last = swapped
             count = 0
-            for token in self._llm.generate(prompt, temp=request.temperature, reset=True):
+            for token in self._llm.generate(prompt, temp=request.temperature, reset=True,
+                                            logits_processor=self._guard(len(prompt))):
                 if count == 0:
                     first = time.perf_counter()
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
@@ -179,6 +180,17 @@ class LlamaCppBackend(StreamingBackend):
         result.prompt_tokens, result.completion_tokens = len(prompt), count
         result.adapters = adapter_ids(target)
         result.timings = stage_timings(start, swapped, first, end, count)
+
+    def _guard(self, prompt_tokens: int) -> Any:
+        """The repetition guard for one request (`rune_mcp.runtime.repetition`), or None."""
+        if not self.settings.repeat_ngram:
+            return None
+        from llama_cpp import LogitsProcessorList
+
+        from rune_mcp.runtime.repetition import NGramGuard
+
+        return LogitsProcessorList([NGramGuard(prompt_tokens, self.settings.repeat_ngram,
+                                               self.settings.repeat_times)])
 
     # --- tokens and logits ------------------------------------------------------------
     def tokenize(self, text: str, special: bool = False) -> list[int]:

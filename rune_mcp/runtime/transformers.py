@@ -191,6 +191,9 @@ class TransformersBackend(Backend):
                request: Request, streamer: Any = None) -> list[Generation]:
         """Generate for every chat, row `i` under `targets[i]`; `request` gives the settings."""
         import torch
+        from transformers import LogitsProcessorList
+
+        from rune_mcp.runtime.repetition import transformers_guard
 
         inputs = self._encode(chats)
         with self._lock:
@@ -198,6 +201,10 @@ class TransformersBackend(Backend):
             for target in targets:
                 self._cache.ensure(target)
             kwargs = self._adapter_kwargs(targets)
+            if self.settings.repeat_ngram:
+                kwargs["logits_processor"] = LogitsProcessorList([transformers_guard(
+                    inputs["input_ids"].shape[1], self.settings.repeat_ngram,
+                    self.settings.repeat_times)])
             swapped = time.perf_counter()
             clock = _Clock(streamer)
             torch.manual_seed(self.settings.seed if request.seed is None else request.seed)
