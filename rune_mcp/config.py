@@ -120,6 +120,11 @@ class Settings(BaseModel):
     lora_rank: int = Field(default=8, ge=1, le=256, description="LoRA rank r.")
     lora_alpha: float = Field(default=16.0, gt=0, description="LoRA alpha (scale = alpha / r).")
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    lora_top_layers: int = Field(
+        default=0, ge=0,
+        description="LoRA only in this many of the upper decoder layers (0 = every layer); "
+        "the backward pass then stops early.",
+    )
     target_modules: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TARGETS),
         description="Linear modules that get LoRA weights.",

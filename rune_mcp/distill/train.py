@@ -128,7 +128,7 @@ def _peft_model(settings: Settings, loaded: Loaded) -> Any:
     config = LoraConfig(r=settings.lora_rank, lora_alpha=alpha,
                         lora_dropout=settings.lora_dropout,
                         target_modules=list(settings.target_modules), bias="none",
-                        task_type="CAUSAL_LM")
+                        task_type="CAUSAL_LM", layers_to_transform=_top_layers(settings, model))
     try:
         with warnings.catch_warnings():
             # PEFT still asks transformers a deprecated question; harmless, and not ours.
@@ -138,6 +138,15 @@ def _peft_model(settings: Settings, loaded: Loaded) -> Any:
     except ValueError as exc:
         raise TrainingError(f"cannot attach LoRA to {settings.target_modules} ({exc}); set "
                             "target_modules to linear layers of the base model.") from exc
+
+
+def _top_layers(settings: Settings, model: Any) -> list[int] | None:
+    """The upper `lora_top_layers` decoder layers (None: all). With LoRA only there, the
+    backward pass stops at the lowest adapted layer, so a step costs less."""
+    total = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    if not settings.lora_top_layers or not total or settings.lora_top_layers >= total:
+        return None
+    return list(range(total - settings.lora_top_layers, total))
 
 
 def make_batches(rendered: Sequence[Rendered], batch_tokens: int, seed: int) -> list[list[Rendered]]:
