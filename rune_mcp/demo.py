@@ -99,11 +99,16 @@ def remember_demo(settings: Settings) -> int:
 
 NEW_TASK = ("In the tidewater project, write a function that returns the highest water level "
             "of a station over the last 6 hours.")
+# what shows the lesson in an answer, and what shows the habit it replaced (the rule of
+# `rune bench memory`'s free answers: a right key and no wrong one)
+LESSON_KEYS = ("read_window(",)
+HABIT_KEYS = ("gauges.fetch(",)
 
 
 def answer_demo(settings: Settings) -> None:
     """Answer a task the session never saw, without memory and with the recalled adapter
     (through the runtime: llama.cpp on CPU, the adapter's GGUF swapped onto the base)."""
+    from rune_mcp.bench.answers import RIGHT, judge
     from rune_mcp.runtime.run import run_with_memory
 
     _step("Answering a new task without memory, then with it")
@@ -115,6 +120,9 @@ def answer_demo(settings: Settings) -> None:
         print(f"\n  -- {label} ({used}; swap {result.timings.get('swap', 0):.2f} ms, "
               f"{result.timings.get('tokens_per_s', 0):.0f} tokens/s)")
         print("\n".join("  " + line for line in result.text.strip().splitlines()))
+        verdict = judge(result.text, LESSON_KEYS, HABIT_KEYS)
+        print(f"  -> names the lesson ({LESSON_KEYS[0]}...): "
+              f"{'yes' if verdict.verdict == RIGHT else 'no'}")
 
 
 def _demo_progress(step: int, total: int, message: str) -> None:
