@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rune_mcp.errors import LibraryError
-from rune_mcp.fsutil import atomic_write_json, atomic_write_text, locked
+from rune_mcp.fsutil import atomic_write_json, atomic_write_text, locked, replacing
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -27,6 +27,25 @@ def test_failed_write_keeps_old_content(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         atomic_write_json(target, {"x": object()})
     assert target.read_text() == "old"
+
+
+def test_replacing_renames_the_written_file_into_place(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "adapter.gguf"
+    with replacing(target) as tmp:
+        assert tmp.parent == target.parent and not target.exists()
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["adapter.gguf"]
+
+
+def test_replacing_keeps_the_old_file_and_no_temp_when_the_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "adapter.gguf"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), replacing(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("the writer died")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter.gguf"]
 
 
 def _hold(path: str, seconds: float) -> None:

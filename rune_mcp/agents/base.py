@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from rune_mcp.capture.base import read_jsonl
 from rune_mcp.config import Settings
@@ -238,12 +238,20 @@ CLAUDE_START = StartNote(frozenset({"SessionStart"}), event_folder("cwd"), addit
 # --- install ---------------------------------------------------------------------------------
 
 
-class InstallStep(Protocol):
-    """Install into, or remove from, one scope; returns what was done, one line each."""
+@dataclass(frozen=True)
+class InstallTarget:
+    """Where one `rune install` / `rune uninstall` acts: a scope the agent has (checked by
+    `rune_mcp.server.install`), the project folder (resolved), and whether to register through
+    the agent's own CLI (None: when it is on PATH; agents without one ignore it)."""
 
-    def __call__(
-        self, settings: Settings, scope: str, project: Path | None, use_cli: bool | None
-    ) -> list[str]: ...
+    settings: Settings
+    scope: str
+    project: Path
+    use_cli: bool | None = None
+
+
+# Install into, or remove from, one scope; returns what was done, one line each.
+InstallStep = Callable[[InstallTarget], list[str]]
 
 
 def _no_notice(scope: str) -> str | None:

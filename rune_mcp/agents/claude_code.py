@@ -31,17 +31,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rune_mcp.agents.base import CLAUDE_START, Agent, HookJob, Installer, Match, Place, Sample, SkipEventError
+from rune_mcp.agents.base import (
+    CLAUDE_START,
+    Agent,
+    HookJob,
+    Installer,
+    InstallTarget,
+    Match,
+    Place,
+    Sample,
+    SkipEventError,
+)
 from rune_mcp.agents.installing import (
     SERVER_NAME,
-    check_scope,
+    drop_hooks,
     drop_server,
     hook_command,
-    is_rune_hook,
+    hook_list,
     section,
     set_server,
     stdio_entry,
     update,
+    without_rune,
 )
 from rune_mcp.capture.base import Builder, as_text, decode, read_jsonl
 from rune_mcp.capture.budget import image_note
@@ -334,10 +345,8 @@ def _add_hooks(path: Path) -> bool:
     def change(data: dict[str, Any]) -> None:
         hooks = section(data, "hooks", path)
         for event in HOOK_EVENTS:
-            groups = hooks.setdefault(event, [])
-            if not isinstance(groups, list):
-                raise ConfigError(f"{path}: hooks.{event} is not a list; fix it, then run again.")
-            _strip_rune_hooks(groups, keep=command)
+            groups = hook_list(hooks, event, path)
+            groups[:] = _without_rune_hooks(groups, keep=command)
             if not any(_group_has(g, command) for g in groups):
                 groups.append(
                     {"hooks": [{"type": "command", "command": command, "timeout": 10}]}
@@ -352,41 +361,22 @@ def _group_has(group: Any, command: str) -> bool:
     )
 
 
-def _strip_rune_hooks(groups: list[Any], keep: str | None = None) -> None:
-    """Remove Rune's hook commands (but `keep`) from Claude Code hook groups, in place; a
-    group left with no hook is removed too."""
-    for group in list(groups):
-        if not isinstance(group, dict) or not isinstance(group.get("hooks"), list):
-            continue
-        kept = [
-            h for h in group["hooks"]
-            if not (isinstance(h, dict) and is_rune_hook(h.get("command"))
-                    and h.get("command") != keep)
-        ]
-        if len(kept) != len(group["hooks"]):
-            if kept:
-                group["hooks"] = kept
-            else:
-                groups.remove(group)
+def _without_rune_hooks(groups: list[Any], keep: str | None = None) -> list[Any]:
+    """Claude Code hook groups without Rune's hook commands (but `keep`); a group that held
+    only Rune's is left out."""
+    result = []
+    for group in groups:
+        if isinstance(group, dict) and isinstance(group.get("hooks"), list):
+            kept = without_rune(group["hooks"], keep)
+            if not kept and group["hooks"]:
+                continue
+            group["hooks"] = kept
+        result.append(group)
+    return result
 
 
 def _drop_hooks(path: Path) -> bool:
-    if not path.exists():
-        return False
-
-    def change(data: dict[str, Any]) -> None:
-        hooks = data.get("hooks")
-        if not isinstance(hooks, dict):
-            return
-        for event in list(hooks):
-            if isinstance(hooks[event], list):
-                _strip_rune_hooks(hooks[event])
-                if not hooks[event]:
-                    del hooks[event]
-        if not hooks:
-            del data["hooks"]
-
-    return update(path, change)
+    return drop_hooks(path, _without_rune_hooks, drop_empty=True)
 
 
 def settings_file(settings: Settings, scope: str, project: Path) -> Path:
@@ -407,6 +397,11 @@ def state_file() -> Path:
 
 def _claude_cli() -> str | None:
     return shutil.which("claude")
+
+
+def _use_cli(asked: bool | None) -> bool:
+    """Whether to register through the `claude` CLI: as asked, else when it is on PATH."""
+    return _claude_cli() is not None if asked is None else asked
 
 
 def _run_claude(args: list[str], project: Path) -> subprocess.CompletedProcess[str]:
@@ -449,39 +444,27 @@ def _server_file(scope: str, project: Path) -> tuple[Path, tuple[str, ...]]:
     return state_file(), ("projects", str(project))
 
 
-def install(
-    settings: Settings, scope: str = "user", project: Path | None = None,
-    use_cli: bool | None = None,
-) -> list[str]:
+def install(target: InstallTarget) -> list[str]:
     """Register the server and the hooks for one scope; returns what was done, one line each."""
-    check_scope(scope, SCOPES, FORMAT)
-    project = (project or Path.cwd()).resolve()
-    done: list[str] = []
-    if use_cli is None:
-        use_cli = _claude_cli() is not None
-    if use_cli:
-        done.append(_add_via_cli(scope, project))
+    scope, project = target.scope, target.project
+    if _use_cli(target.use_cli):
+        done = [_add_via_cli(scope, project)]
     else:
         path, keys = _server_file(scope, project)
         changed = set_server(path, stdio_entry(), *keys)
-        done.append(f"{'wrote' if changed else 'kept'} the rune server in {path}")
-    hooks_file = settings_file(settings, scope, project)
+        done = [f"{'wrote' if changed else 'kept'} the rune server in {path}"]
+    hooks_file = settings_file(target.settings, scope, project)
     changed = _add_hooks(hooks_file)
     verb = "added" if changed else "kept"
     done.append(f"{verb} hooks {', '.join(HOOK_EVENTS)} in {hooks_file}")
     return done
 
 
-def uninstall(
-    settings: Settings, scope: str = "user", project: Path | None = None,
-    use_cli: bool | None = None,
-) -> list[str]:
-    check_scope(scope, SCOPES, FORMAT)
-    project = (project or Path.cwd()).resolve()
+def uninstall(target: InstallTarget) -> list[str]:
+    """Remove Rune's server entry and hooks from one scope."""
+    scope, project = target.scope, target.project
     done: list[str] = []
-    if use_cli is None:
-        use_cli = _claude_cli() is not None
-    if use_cli:
+    if _use_cli(target.use_cli):
         proc = _run_claude(["remove", "--scope", scope, SERVER_NAME], project)
         done.append(
             "removed the rune server with `claude mcp remove`" if proc.returncode == 0
@@ -490,7 +473,7 @@ def uninstall(
     path, keys = _server_file(scope, project)
     if drop_server(path, *keys):
         done.append(f"removed the rune server from {path}")
-    hooks_file = settings_file(settings, scope, project)
+    hooks_file = settings_file(target.settings, scope, project)
     if _drop_hooks(hooks_file):
         done.append(f"removed Rune's hooks from {hooks_file}")
     return done or ["nothing of Rune's was installed for this scope"]

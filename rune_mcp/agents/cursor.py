@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp import sqlite
+from rune_mcp.agents import installing
 from rune_mcp.agents.base import (
     Agent,
     Database,
     HookJob,
     Installer,
+    InstallTarget,
     Match,
     Matcher,
     Place,
@@ -39,19 +41,9 @@ from rune_mcp.agents.base import (
     SkipEventError,
     event_folder,
 )
-from rune_mcp.agents.installing import (
-    check_scope,
-    drop_server,
-    hook_command,
-    is_rune_hook,
-    section,
-    set_server,
-    stdio_entry,
-    update,
-)
 from rune_mcp.capture.base import Builder, as_text, read_jsonl
 from rune_mcp.config import Settings
-from rune_mcp.errors import ConfigError, ParseError
+from rune_mcp.errors import ParseError
 from rune_mcp.trajectory import Trajectory
 
 FORMAT = "cursor"
@@ -268,43 +260,16 @@ def state_db(settings: Settings) -> Path:
 
 
 def _add_hooks(path: Path) -> bool:
-    command = hook_command(FORMAT)
+    command = installing.hook_command(FORMAT)
 
     def change(data: dict[str, Any]) -> None:
         data.setdefault("version", 1)
-        hooks = section(data, "hooks", path)
-        stop = hooks.setdefault("stop", [])
-        if not isinstance(stop, list):
-            raise ConfigError(f"{path}: hooks.stop is not a list; fix it, then run again.")
-        stop[:] = [
-            h for h in stop
-            if not (isinstance(h, dict) and is_rune_hook(h.get("command"))
-                    and h.get("command") != command)
-        ]
+        stop = installing.hook_list(installing.section(data, "hooks", path), "stop", path)
+        stop[:] = installing.without_rune(stop, keep=command)
         if not any(isinstance(h, dict) and h.get("command") == command for h in stop):
             stop.append({"command": command})
 
-    return update(path, change)
-
-
-def _drop_hooks(path: Path) -> bool:
-    if not path.exists():
-        return False
-
-    def change(data: dict[str, Any]) -> None:
-        hooks = data.get("hooks")
-        if not isinstance(hooks, dict):
-            return
-        for event in list(hooks):
-            if isinstance(hooks[event], list):
-                hooks[event] = [
-                    h for h in hooks[event]
-                    if not (isinstance(h, dict) and is_rune_hook(h.get("command")))
-                ]
-                if not hooks[event]:
-                    del hooks[event]
-
-    return update(path, change)
+    return installing.update(path, change)
 
 
 def config_folder(settings: Settings, scope: str, project: Path) -> Path:
@@ -312,33 +277,25 @@ def config_folder(settings: Settings, scope: str, project: Path) -> Path:
     return settings.cursor_dir if scope == "user" else project / ".cursor"
 
 
-def install(
-    settings: Settings, scope: str = "project", project: Path | None = None,
-    use_cli: bool | None = None,
-) -> list[str]:
+def install(target: InstallTarget) -> list[str]:
     """Register the server and the stop hook for one scope (Cursor has no CLI to do it:
     `use_cli` is ignored)."""
-    check_scope(scope, SCOPES, FORMAT)
-    folder = config_folder(settings, scope, (project or Path.cwd()).resolve())
+    folder = config_folder(target.settings, target.scope, target.project)
     mcp_file, hooks_file = folder / "mcp.json", folder / "hooks.json"
-    changed = set_server(mcp_file, stdio_entry(with_type=False))
+    changed = installing.set_server(mcp_file, installing.stdio_entry(with_type=False))
     done = [f"{'wrote' if changed else 'kept'} the rune server in {mcp_file}"]
     changed = _add_hooks(hooks_file)
     done.append(f"{'added' if changed else 'kept'} the stop hook in {hooks_file}")
     return done
 
 
-def uninstall(
-    settings: Settings, scope: str = "project", project: Path | None = None,
-    use_cli: bool | None = None,
-) -> list[str]:
+def uninstall(target: InstallTarget) -> list[str]:
     """Remove Rune's server entry and hook from one scope."""
-    check_scope(scope, SCOPES, FORMAT)
-    folder = config_folder(settings, scope, (project or Path.cwd()).resolve())
+    folder = config_folder(target.settings, target.scope, target.project)
     done = []
-    if drop_server(folder / "mcp.json"):
+    if installing.drop_server(folder / "mcp.json"):
         done.append(f"removed the rune server from {folder / 'mcp.json'}")
-    if _drop_hooks(folder / "hooks.json"):
+    if installing.drop_hooks(folder / "hooks.json", installing.without_rune):
         done.append(f"removed Rune's hook from {folder / 'hooks.json'}")
     return done or ["nothing of Rune's was installed for this scope"]
 

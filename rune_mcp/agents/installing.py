@@ -161,6 +161,47 @@ def is_rune_hook(command: Any) -> bool:
     return isinstance(command, str) and bool(_OUR_HOOK.search(command))
 
 
+def hook_list(hooks: dict[str, Any], event: str, path: Path) -> list[Any]:
+    """`hooks[event]` as a list (created when absent); any other value is refused."""
+    entries = hooks.setdefault(event, [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: hooks.{event} is not a list; fix it, then run again.")
+    return entries
+
+
+def without_rune(entries: list[Any], keep: str | None = None) -> list[Any]:
+    """`entries` (hook objects with a `command`) less Rune's own, but the one to `keep`."""
+    return [
+        h for h in entries
+        if not (isinstance(h, dict) and is_rune_hook(h.get("command"))
+                and h.get("command") != keep)
+    ]
+
+
+def drop_hooks(
+    path: Path, strip: Callable[[list[Any]], list[Any]], drop_empty: bool = False
+) -> bool:
+    """Remove Rune's hooks from every event of the file's `hooks` object: `strip` returns an
+    event's list without them, an event left with none is removed, and with `drop_empty` so
+    is a `hooks` object left empty. Returns whether the file changed."""
+    if not path.exists():
+        return False
+
+    def change(data: dict[str, Any]) -> None:
+        hooks = data.get("hooks")
+        if not isinstance(hooks, dict):
+            return
+        for event in list(hooks):
+            if isinstance(hooks[event], list):
+                hooks[event] = strip(hooks[event])
+                if not hooks[event]:
+                    del hooks[event]
+        if drop_empty and not hooks:
+            del data["hooks"]
+
+    return update(path, change)
+
+
 def check_scope(scope: str, allowed: tuple[str, ...], target: str) -> None:
     """Refuse a scope the agent does not have."""
     if scope not in allowed:

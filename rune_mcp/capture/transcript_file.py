@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from rune_mcp.errors import InputError, RuneError
 
@@ -66,11 +67,23 @@ class TranscriptFile:
 
 @dataclass(frozen=True)
 class Opened:
-    """A checked, open descriptor on a regular file at `path`, with its `fstat`."""
+    """A checked, open descriptor on a regular file at `path`, with its `fstat`, and the
+    checks it passed (`name` is how refusals call the file)."""
 
     fd: int
     path: Path
     stat: os.stat_result
+    name: str
+    max_bytes: int
+    error: type[RuneError]
+
+
+class Checks(TypedDict, total=False):
+    """The keyword options of `open_checked` (and of `read_transcript`, which passes them on)."""
+
+    label: str | None
+    max_bytes: int
+    error: type[RuneError]
 
 
 def within(path: Path, roots: Sequence[Path]) -> bool:
@@ -82,19 +95,15 @@ def read_transcript(
     path: Path,
     roots: Sequence[Path] | None = None,
     *,
-    label: str | None = None,
-    max_bytes: int = MAX_FILE_BYTES,
-    error: type[RuneError] = InputError,
     database_magic: Sequence[bytes] = (),
+    **checks: Unpack[Checks],
 ) -> TranscriptFile:
-    """Read the transcript at `path` once, with the checks of the module docstring.
-
-    `roots` None skips the location and hard-link checks (a path the user typed on the
-    command line); `label` is how refusals name the file (default: the path as given). A
-    file starting with one of `database_magic` is hashed but its bytes are not kept.
+    """Read the transcript at `path` once, with the checks of the module docstring (as
+    `open_checked` makes them). A file starting with one of `database_magic` is hashed but
+    its bytes are not kept.
     """
-    with open_checked(path, roots, label=label, max_bytes=max_bytes, error=error) as opened:
-        return _read(opened, label or str(path), max_bytes, error, tuple(database_magic))
+    with open_checked(path, roots, **checks) as opened:
+        return _read(opened, tuple(database_magic))
 
 
 @contextmanager
@@ -106,7 +115,11 @@ def open_checked(
     max_bytes: int = MAX_FILE_BYTES,
     error: type[RuneError] = InputError,
 ) -> Iterator[Opened]:
-    """The checked descriptor of `path`, closed on leaving the `with`."""
+    """The checked descriptor of `path`, closed on leaving the `with`.
+
+    `roots` None skips the location and hard-link checks (a path the user typed on the
+    command line); `label` is how refusals name the file (default: the path as given).
+    """
     name = label or str(path)
     real = _locate(Path(path), roots, name, error)
     _refuse_special(real, name, error)
@@ -115,7 +128,8 @@ def open_checked(
     except OSError as exc:
         raise _open_error(exc, name, error) from None
     try:
-        yield Opened(fd, real, _check_open(fd, real, roots, name, max_bytes, error))
+        st = _check_open(fd, real, roots, name, max_bytes, error)
+        yield Opened(fd, real, st, name, max_bytes, error)
     finally:
         os.close(fd)
 
@@ -128,10 +142,14 @@ def still_names(opened: Opened | TranscriptFile) -> bool:
         if isinstance(opened, TranscriptFile)
         else (opened.stat.st_dev, opened.stat.st_ino)
     )
+    return _still_at(opened.path, identity)
+
+
+def _still_at(path: Path, identity: tuple[int, int]) -> bool:
     try:
-        now = os.lstat(opened.path)
+        now = os.lstat(path)
         # lstat follows links in the folders above; realpath shows one swapped in there.
-        moved = os.path.realpath(opened.path) != str(opened.path)
+        moved = os.path.realpath(path) != str(path)
     except OSError:
         return False
     return stat.S_ISREG(now.st_mode) and not moved and (now.st_dev, now.st_ino) == identity
@@ -229,7 +247,7 @@ def _check_open(
     kind = _kind(st.st_mode)
     if kind is not None:
         raise error(f"{name} is {kind}, not a regular file; give the path of a transcript file.")
-    if not _WALK and not still_names(Opened(fd, real, st)):
+    if not _WALK and not _still_at(real, (st.st_dev, st.st_ino)):
         raise error(f"{name} changed while Rune opened it (a link was swapped in); "
                     "give the file's real path and try again.")
     if roots is not None and st.st_nlink > 1:
@@ -243,9 +261,8 @@ def _check_open(
     return st
 
 
-def _read(
-    opened: Opened, name: str, max_bytes: int, error: type[RuneError], magic: tuple[bytes, ...]
-) -> TranscriptFile:
+def _read(opened: Opened, magic: tuple[bytes, ...]) -> TranscriptFile:
+    name, max_bytes, error = opened.name, opened.max_bytes, opened.error
     digest = hashlib.sha256()
     chunks: list[bytes] = []
     total = 0

@@ -5,25 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rune_mcp.cli.output import emit_json, table
+from rune_mcp.cli.output import command, emit_json, table
 from rune_mcp.config import Settings, describe
 
 
 def register(sub: Any) -> None:
     config = sub.add_parser("config", help="show the effective settings")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = config_sub.add_parser("show", help="print every setting, its value and its source")
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(func=config_show)
-
-    doctor = sub.add_parser("doctor", help="check that Rune can run on this machine")
-    doctor.add_argument("--json", action="store_true", help="print JSON")
+    command(config_sub, "show", config_show, "print every setting, its value and its source",
+            json=True)
+    doctor = command(sub, "doctor", doctor_cmd, "check that Rune can run on this machine",
+                     json=True)
     doctor.add_argument("--repair", action="store_true",
                         help="move damaged state files aside and start them afresh")
-    doctor.set_defaults(func=doctor_cmd)
-
-    demo = sub.add_parser("demo", help="run Rune's main loop on the embedded default model")
-    demo.set_defaults(func=demo_cmd)
+    command(sub, "demo", demo_cmd, "run Rune's main loop on the embedded default model")
 
 
 def config_show(args: argparse.Namespace, settings: Settings) -> int:

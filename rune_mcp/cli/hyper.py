@@ -33,8 +33,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="dataset seeds to train on, e.g. 0-15 (each is a generated dataset)")
     p.add_argument("--eval-seeds", required=True,
                    help="dataset seeds to evaluate on, never trained on, e.g. 100-101")
-    p.add_argument("--projects", type=int, default=d.projects,
-                   help=f"fictional projects per seed, three sessions each (default {d.projects})")
+    _option(p, "--projects", d.projects, "fictional projects per seed, three sessions each")
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps in all "
                    f"(default {d.steps}); with --resume, the total to continue to")
     p.add_argument("--out", type=Path, default=None,
@@ -45,25 +44,22 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", choices=("lessons", "trajectory"), default=d.source,
                    help="what the encoder reads: the compiled lessons or the trajectory text "
                         f"(default {d.source})")
-    p.add_argument("--lr", type=float, default=d.learning_rate,
-                   help=f"AdamW learning rate (default {d.learning_rate})")
-    p.add_argument("--l2", type=float, default=d.l2,
-                   help=f"weight of the L2 penalty on the generated delta W (default {d.l2})")
-    p.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
-    p.add_argument("--alpha", type=float, default=d.alpha, help=f"LoRA alpha (default {d.alpha})")
-    p.add_argument("--latent", type=int, default=d.latent,
-                   help=f"width of the network's latents (default {d.latent})")
-    p.add_argument("--batch-tokens", type=int, default=d.batch_tokens,
-                   help=f"lesson tokens per session per step (default {d.batch_tokens})")
-    p.add_argument("--sessions-per-step", type=int, default=d.sessions_per_step,
-                   help=f"sessions averaged in one step (default {d.sessions_per_step})")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help=f"evaluate and checkpoint every N steps (default {d.eval_every})")
-    p.add_argument("--eval-sessions", type=int, default=d.eval_sessions,
-                   help=f"evaluation sessions scored (default {d.eval_sessions})")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help=f"seed of the network's initialisation and order (default {d.seed})")
+    _option(p, "--lr", d.learning_rate, "AdamW learning rate")
+    _option(p, "--l2", d.l2, "weight of the L2 penalty on the generated delta W")
+    _option(p, "--rank", d.rank, "LoRA rank")
+    _option(p, "--alpha", d.alpha, "LoRA alpha")
+    _option(p, "--latent", d.latent, "width of the network's latents")
+    _option(p, "--batch-tokens", d.batch_tokens, "lesson tokens per session per step")
+    _option(p, "--sessions-per-step", d.sessions_per_step, "sessions averaged in one step")
+    _option(p, "--eval-every", d.eval_every, "evaluate and checkpoint every N steps")
+    _option(p, "--eval-sessions", d.eval_sessions, "evaluation sessions scored")
+    _option(p, "--seed", d.seed, "seed of the network's initialisation and order")
     p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+
+
+def _option(p: argparse.ArgumentParser, flag: str, default: float, text: str) -> None:
+    """A numeric option of `MetaOptions`, typed as its default and saying that default."""
+    p.add_argument(flag, type=type(default), default=default, help=f"{text} (default {default})")
 
 
 def _say(message: str) -> None:

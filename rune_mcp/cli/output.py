@@ -1,11 +1,26 @@
-"""Printing for CLI handlers: JSON for machines, aligned tables for people."""
+"""Printing for CLI handlers: JSON for machines, aligned tables for people; and the one
+shape of a subcommand that can print either."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+Handler = Callable[[argparse.Namespace, Any], int]  # (parsed arguments, Settings) -> exit code
+
+
+def command(
+    sub: Any, name: str, func: Handler, help: str, json: bool = False
+) -> argparse.ArgumentParser:
+    """Add the subcommand `name` to `sub`, run by `func`; with `json`, its `--json` flag."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    if json:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def emit_json(obj: Any) -> None:

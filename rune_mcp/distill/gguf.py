@@ -14,12 +14,9 @@ Only safetensors are read; the GGUF appears by an atomic rename, complete or not
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ import numpy as np
 from rune_mcp.architectures import ARCHITECTURES, architecture
 from rune_mcp.basemodel import BaseModelInfo
 from rune_mcp.errors import InputError
-from rune_mcp.fsutil import fsync_dir
+from rune_mcp.fsutil import replacing
 
 EXPORT_VERSION = 1
 ADAPTER_CONFIG = "adapter_config.json"
@@ -169,11 +166,7 @@ def export_gguf(peft_dir: Path, base: BaseModelInfo, out: Path) -> Path:
 
     cfg = read_config(peft_dir)
     named = gguf_tensors(read_tensors(peft_dir), base, cfg.rank)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(out) as tmp:
         writer = gguf.GGUFWriter(tmp, base.architecture)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
@@ -186,12 +179,4 @@ def export_gguf(peft_dir: Path, base: BaseModelInfo, out: Path) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        with tmp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(out.parent)
     return out

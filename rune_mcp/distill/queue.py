@@ -32,11 +32,10 @@ import json
 import logging
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from rune_mcp import heal, sqlite
 from rune_mcp.capture import database_magic, parse_file
@@ -55,7 +54,7 @@ from rune_mcp.distill.job import (
     job_from_row,
     queue_file,
 )
-from rune_mcp.distill.worker import PERMANENT_ERRORS, Worker, start_worker_thread
+from rune_mcp.distill.worker import PERMANENT_ERRORS, Worker, WorkOptions, start_worker_thread
 from rune_mcp.errors import UsageError
 from rune_mcp.trajectory import Trajectory
 
@@ -115,21 +114,10 @@ class JobQueue:
         # A file found damaged here is moved aside and its readable jobs kept (`rune_mcp.heal`).
         heal.open_state(self.state).close()
 
-    def work(
-        self,
-        once: bool = False,
-        stop: threading.Event | None = None,
-        wait_for_delayed: bool = True,
-        nice: int = 10,
-        max_sleep: float = 5.0,
-    ) -> int | None:
-        """Become this library's worker and run jobs until the queue is empty.
-
-        Returns how many jobs ran, or None when another process is already the worker (it
-        will take the new jobs). `once` runs at most one ready job; `wait_for_delayed` keeps
-        the worker alive (sleeping) while delayed or backing-off jobs remain.
-        """
-        return Worker(self).run(once, stop, wait_for_delayed, nice, max_sleep)
+    def work(self, **options: Unpack[WorkOptions]) -> int | None:
+        """Become this library's worker and run jobs until the queue is empty (`Worker.run`
+        says how, and what the options do)."""
+        return Worker(self).run(**options)
 
     # --- enqueue ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from filelock import FileLock, Timeout
 
@@ -46,6 +46,16 @@ PERMANENT_ERRORS: tuple[type[RuneError], ...] = (
     TrainingError,
 )
 PROGRESS_EVERY_S = 0.5
+
+
+class WorkOptions(TypedDict, total=False):
+    """The keyword arguments of `Worker.run` (and `JobQueue.work`, which passes them on)."""
+
+    once: bool
+    stop: threading.Event | None
+    wait_for_delayed: bool
+    nice: int
+    max_sleep: float
 
 
 class Worker:
@@ -226,8 +236,13 @@ class Worker:
     def _execute(self, row: sqlite3.Row) -> dict[str, Any]:
         """Read the job's trajectory, skip what is already remembered, then distill."""
         from rune_mcp.capture.control import check
+        from rune_mcp.distill.job import EVOLVE_FORMAT
         from rune_mcp.trajectory import Trajectory
 
+        if row["fmt"] == EVOLVE_FORMAT:  # a project's adapters to evolve, not a session
+            from rune_mcp.distill.evolvejob import run_evolve_job
+
+            return run_evolve_job(self.jobs.settings, row, self._progress_callback(row["id"]))
         if not row["trajectory_json"]:
             # Jobs carry their parsed transcript; the worker never opens a path, which could
             # name another file by now than the one checked when the job was queued.

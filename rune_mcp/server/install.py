@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rune_mcp import agents
-from rune_mcp.agents.base import Installer
+from rune_mcp.agents.base import Installer, InstallTarget
+from rune_mcp.agents.installing import check_scope
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
 
@@ -32,9 +33,9 @@ def install(
     """Install into one scope of `agent` (its default scope when None); returns what was
     done, one line each, then the agent's notice for that scope if it has one."""
     inst = installer(agent)
-    scope = scope or inst.scopes[0]
-    done = inst.install(settings, scope, project, use_cli)
-    notice = inst.notice(scope)
+    target = _target(inst, agent, settings, scope, project, use_cli)
+    done = inst.install(target)
+    notice = inst.notice(target.scope)
     return [*done, notice] if notice else done
 
 
@@ -44,4 +45,14 @@ def uninstall(
 ) -> list[str]:
     """Remove Rune's entries from one scope of `agent`; returns what was done."""
     inst = installer(agent)
-    return inst.uninstall(settings, scope or inst.scopes[0], project, use_cli)
+    return inst.uninstall(_target(inst, agent, settings, scope, project, use_cli))
+
+
+def _target(
+    inst: Installer, agent: str, settings: Settings, scope: str | None, project: Path | None,
+    use_cli: bool | None,
+) -> InstallTarget:
+    """The checked scope (default: the agent's first) and the project (default: here)."""
+    scope = scope or inst.scopes[0]
+    check_scope(scope, inst.scopes, agent)
+    return InstallTarget(settings, scope, (project or Path.cwd()).resolve(), use_cli)

@@ -10,7 +10,7 @@ import pytest
 from capture.builders import ClaudeSession, fix_session
 
 from rune_mcp.agents import claude_code
-from rune_mcp.agents.base import SkipEventError
+from rune_mcp.agents.base import InstallTarget, SkipEventError
 from rune_mcp.agents.installing import is_rune_hook
 from rune_mcp.capture import parse_text
 from rune_mcp.config import Settings
@@ -222,7 +222,7 @@ def test_claude_project_scope_merges_backs_up_and_reverses(
     _write(hooks, {"permissions": {"allow": ["Bash(ls)"]}, "hooks": {"Stop": [OTHER_HOOK]}})
     before = {p: json.loads(p.read_text()) for p in (mcp, hooks)}
 
-    claude_code.install(settings, "project", project, use_cli=False)
+    claude_code.install(InstallTarget(settings, "project", project, use_cli=False))
     servers = json.loads(mcp.read_text())["mcpServers"]
     assert servers["other"] == {"command": "other-server"}
     assert servers["rune"]["type"] == "stdio" and servers["rune"]["args"][-1] == "serve"
@@ -235,27 +235,27 @@ def test_claude_project_scope_merges_backs_up_and_reverses(
     assert json.loads((project / ".mcp.json.rune-backup").read_text()) == before[mcp]
 
     snapshot = {p: p.read_text() for p in (mcp, hooks)}
-    done = claude_code.install(settings, "project", project, use_cli=False)
+    done = claude_code.install(InstallTarget(settings, "project", project, use_cli=False))
     assert all(line.startswith("kept") for line in done)
     assert {p: p.read_text() for p in (mcp, hooks)} == snapshot  # idempotent
 
-    claude_code.uninstall(settings, "project", project, use_cli=False)
+    claude_code.uninstall(InstallTarget(settings, "project", project, use_cli=False))
     assert {p: json.loads(p.read_text()) for p in (mcp, hooks)} == before
 
 
 def test_claude_user_and_local_scope_without_cli(settings: Settings, tmp_path: Path) -> None:
     state = claude_code.state_file()
     _write(state, {"numStartups": 3, "projects": {"/x": {"allowedTools": []}}})
-    claude_code.install(settings, "user", tmp_path, use_cli=False)
-    claude_code.install(settings, "local", tmp_path, use_cli=False)
+    claude_code.install(InstallTarget(settings, "user", tmp_path, use_cli=False))
+    claude_code.install(InstallTarget(settings, "local", tmp_path, use_cli=False))
     data = json.loads(state.read_text())
     assert data["numStartups"] == 3 and data["projects"]["/x"] == {"allowedTools": []}
     assert "rune" in data["mcpServers"]
     assert "rune" in data["projects"][str(tmp_path.resolve())]["mcpServers"]
     assert (settings.claude_dir / "settings.json").exists()
     assert (tmp_path / ".claude" / "settings.local.json").exists()
-    claude_code.uninstall(settings, "user", tmp_path, use_cli=False)
-    claude_code.uninstall(settings, "local", tmp_path, use_cli=False)
+    claude_code.uninstall(InstallTarget(settings, "user", tmp_path, use_cli=False))
+    claude_code.uninstall(InstallTarget(settings, "local", tmp_path, use_cli=False))
     data = json.loads(state.read_text())
     assert "rune" not in data["mcpServers"]
     assert "hooks" not in json.loads((settings.claude_dir / "settings.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rune_mcp.agents import cursor
-from rune_mcp.agents.base import SkipEventError
+from rune_mcp.agents.base import InstallTarget, SkipEventError
 from rune_mcp.capture import parse_path, parse_text
 from rune_mcp.config import Settings
 from rune_mcp.errors import ConfigError, ParseError
@@ -127,20 +127,20 @@ def test_cursor_both_scopes(settings: Settings, tmp_path: Path) -> None:
     hooks = project / ".cursor" / "hooks.json"
     _write(hooks, {"version": 1, "hooks": {"stop": [{"command": "./lint.sh"}],
                                            "afterFileEdit": [{"command": "fmt"}]}})
-    cursor.install(settings, "project", project)
-    cursor.install(settings, "project", project)
+    cursor.install(InstallTarget(settings, "project", project))
+    cursor.install(InstallTarget(settings, "project", project))
     data = json.loads(hooks.read_text())
     assert data["hooks"]["afterFileEdit"] == [{"command": "fmt"}]
     assert data["hooks"]["stop"][0] == {"command": "./lint.sh"} and len(data["hooks"]["stop"]) == 2
     server = json.loads((project / ".cursor" / "mcp.json").read_text())["mcpServers"]["rune"]
     assert "type" not in server and server["args"][-1] == "serve"
-    cursor.uninstall(settings, "project", project)
+    cursor.uninstall(InstallTarget(settings, "project", project))
     assert json.loads(hooks.read_text())["hooks"]["stop"] == [{"command": "./lint.sh"}]
 
-    cursor.install(settings, "user", project)
+    cursor.install(InstallTarget(settings, "user", project))
     assert (settings.cursor_dir / "mcp.json").exists() and (settings.cursor_dir / "hooks.json").exists()
-    assert cursor.uninstall(settings, "user", project)
-    assert cursor.uninstall(settings, "user", project) == [
+    assert cursor.uninstall(InstallTarget(settings, "user", project))
+    assert cursor.uninstall(InstallTarget(settings, "user", project)) == [
         "nothing of Rune's was installed for this scope"
     ]
 
@@ -150,5 +150,5 @@ def test_unparsable_config_is_refused_not_overwritten(settings: Settings, tmp_pa
     mcp.parent.mkdir()
     mcp.write_text("{ // my servers\n")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        cursor.install(settings, "project", tmp_path)
+        cursor.install(InstallTarget(settings, "project", tmp_path))
     assert mcp.read_text() == "{ // my servers\n"

@@ -5,8 +5,6 @@ every loop that waits is bounded."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 import uvicorn
-from helpers.stdio import serve_env
+from helpers.http import http_serve
 
 from rune_mcp.config import Settings
 from rune_mcp.server.http_deadlines import deadline_protocol
@@ -164,33 +162,10 @@ def test_a_slow_answer_is_not_cut_off(echo_server: tuple[int, EchoApp]) -> None:
     assert app.events == ["body 0"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_rune_serve_http_applies_the_header_deadline(settings: Settings, tmp_path: Path) -> None:
-    port = _free_port()
-    log = (tmp_path / "http.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rune_mcp", "serve", "--http", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=serve_env(settings, RUNE_HTTP_HEADER_TIMEOUT="1", RUNE_HTTP_BODY_TIMEOUT="1"),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, (tmp_path / "http.log").read_text()
-            time.sleep(0.2)
+    with http_serve(settings, tmp_path / "http.log", RUNE_HTTP_HEADER_TIMEOUT="1",
+                    RUNE_HTTP_BODY_TIMEOUT="1") as port:
         with _connect(port) as conn:
             conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             elapsed, said = _trickle_until_closed(conn, b"a", 1 + SLACK)
         assert elapsed < 1 + SLACK and (said.startswith(b"HTTP/1.1 408") or said == b"")
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()

@@ -28,6 +28,8 @@ def test_dispatch_uses_the_default_scope_and_adds_the_notice(
         install(settings, "codex")
     with pytest.raises(UsageError, match="unknown agent 'vim'"):
         install(settings, "vim")
+    with pytest.raises(UsageError, match="cursor scope must be one of project, user; got 'local'"):
+        install(settings, "cursor", "local", tmp_path)
 
 
 def test_install_command_line(settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -276,20 +276,39 @@ def test_a_file_over_a_smaller_limit_is_refused(folder: Path, inside: Path) -> N
         read_transcript(inside, [folder.resolve()], max_bytes=10)
 
 
+def _swap_after_check(monkeypatch: pytest.MonkeyPatch, swap: Callable[[Path], None]) -> None:
+    """Run `swap` (given the checked real path) between the path checks and the open."""
+    real = transcript_file._refuse_special
+
+    def checked_then_swapped(path: Path, name: str, error: Any) -> None:
+        real(path, name, error)
+        swap(path)
+
+    monkeypatch.setattr(transcript_file, "_refuse_special", checked_then_swapped)
+
+
 def test_a_file_swapped_for_a_symlink_after_the_check_is_not_opened(
     settings: Settings, folder: Path, inside: Path, outside: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The race itself: the path is resolved and checked, then swapped before the open."""
-    real = transcript_file._refuse_special
 
-    def swap(path: Path, name: str, error: Any) -> None:
-        real(path, name, error)
+    def swap(path: Path) -> None:
         path.unlink()
         path.symlink_to(outside)
 
-    monkeypatch.setattr(transcript_file, "_refuse_special", swap)
+    _swap_after_check(monkeypatch, swap)
     _refused(str(inside), settings, "changed while Rune opened it")
+
+
+def _folder_to_link(folder: Path, target: Path) -> Callable[[Path], None]:
+    """A swap that moves `folder` away and leaves a symlink to `target` in its place."""
+
+    def swap(path: Path) -> None:
+        folder.rename(folder.with_name("moved"))
+        folder.symlink_to(target, target_is_directory=True)
+
+    return swap
 
 
 def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_opened(
@@ -297,14 +316,7 @@ def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_opened(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (outside.parent / inside.name).write_text(_outside_text())
-    real = transcript_file._refuse_special
-
-    def swap(path: Path, name: str, error: Any) -> None:
-        real(path, name, error)
-        folder.rename(folder.with_name("moved"))
-        folder.symlink_to(outside.parent, target_is_directory=True)
-
-    monkeypatch.setattr(transcript_file, "_refuse_special", swap)
+    _swap_after_check(monkeypatch, _folder_to_link(folder, outside.parent))
     _refused(str(inside), settings, "changed while Rune opened it")
 
 
@@ -315,15 +327,8 @@ def test_without_dir_fd_a_swap_is_caught_by_the_identity_check(
     """Where the platform cannot open beneath a folder (Windows), the opened file must still
     be the one at the checked location."""
     (outside.parent / inside.name).write_text(_outside_text())
-    real = transcript_file._refuse_special
-
-    def swap(path: Path, name: str, error: Any) -> None:
-        real(path, name, error)
-        folder.rename(folder.with_name("moved"))
-        folder.symlink_to(outside.parent, target_is_directory=True)
-
     monkeypatch.setattr(transcript_file, "_WALK", False)
-    monkeypatch.setattr(transcript_file, "_refuse_special", swap)
+    _swap_after_check(monkeypatch, _folder_to_link(folder, outside.parent))
     _refused(str(inside), settings, "changed while Rune opened it")
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.http import http_serve
 
 from rune_mcp.config import Settings
 
@@ -108,34 +107,11 @@ def test_sdk_stdio_client(settings: Settings, tmp_path: Path) -> None:
     assert status.structured_content["jobs"]["queued"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def http_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    log = (tmp_path / "http.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rune_mcp", "serve", "--http", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=_env(settings, RUNE_AUTH_TOKEN="s3cret", RUNE_MAX_REQUEST_BYTES="4096"),
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, (tmp_path / "http.log").read_text()
-            time.sleep(0.2)
+    with http_serve(settings, tmp_path / "http.log", RUNE_AUTH_TOKEN="s3cret",
+                    RUNE_MAX_REQUEST_BYTES="4096") as port:
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 def test_http_guards(http_server: str) -> None:

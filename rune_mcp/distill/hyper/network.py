@@ -46,7 +46,7 @@ class HyperConfig:
     heads: int = 4
     head_hidden: int = 512
     source: str = "lessons"
-    max_tokens: int = 512  # longest text the encoder reads at once
+    max_tokens: int = 384  # longest text the encoder reads at once
     version: int = FORMAT_VERSION
 
     @property

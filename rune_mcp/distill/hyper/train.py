@@ -70,13 +70,14 @@ class MetaOptions:
     sessions_per_step: int = 1
     eval_every: int = 50
     eval_sessions: int = 4
-    rank: int = 8
-    alpha: float = 16.0
-    latent: int = 256
-    heads: int = 4
-    head_hidden: int = 512
-    source: str = "lessons"
-    max_tokens: int = 384
+    # The network's shape: HyperConfig's defaults, so the two cannot drift apart.
+    rank: int = HyperConfig.rank
+    alpha: float = HyperConfig.alpha
+    latent: int = HyperConfig.latent
+    heads: int = HyperConfig.heads
+    head_hidden: int = HyperConfig.head_hidden
+    source: str = HyperConfig.source
+    max_tokens: int = HyperConfig.max_tokens
     seed: int = 0
     resume: bool = False
 
