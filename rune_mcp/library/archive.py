@@ -9,7 +9,7 @@ SHA-256, and the record that indexes it. Each adapter follows as
 `import_archive` trusts nothing in the file. It refuses, before anything is stored, an archive
 of an unknown format version, one made for another base model (such adapters are never
 applied), members that could escape the library (absolute paths, `..`, links, devices) and
-any file that is not safetensors, GGUF or one of the JSON manifests; every digest is checked
+any file that is not safetensors, GGUF, a JSON manifest or self-probes; every digest is checked
 and nothing is ever unpickled. Members are copied out by name into a private staging folder
 (tarfile's own extraction is never used), then stored one adapter at a time through
 `Library.add_verified`, the same write-once, atomic, locked path distillation uses: an
@@ -44,6 +44,7 @@ from rune_mcp.library.manifest import (
     GGUF_FILE,
     ID_PATTERN,
     MANIFEST,
+    SELF_PROBES,
     SOURCE_KEYS,
     check_files,
     compute_id,
@@ -293,8 +294,9 @@ def import_archive(lib: Library, path: Path) -> ImportResult:
         present: list[AdapterRecord] = []
         for folder, manifest in staged:
             gguf = folder / GGUF_FILE if GGUF_FILE in manifest["files"] else None
+            probes = folder / SELF_PROBES if SELF_PROBES in manifest["files"] else None
             record, created = lib.add_verified(
-                folder, gguf, meta_of(manifest), manifest.get("created_at")
+                folder, gguf, meta_of(manifest), manifest.get("created_at"), probes
             )
             (imported if created else present).append(record)
     return ImportResult(imported, present)
@@ -366,7 +368,7 @@ def _checked_name(member: tarfile.TarInfo) -> str:
     if PurePosixPath(name).suffix.lower() in PICKLE_SUFFIXES:
         raise LibraryError(
             f"{refuse} is a pickle file, which Rune never loads (only safetensors, GGUF and "
-            f"the JSON manifests), so {_NOTHING}."
+            f"the JSON manifests and self-probes), so {_NOTHING}."
         )
     if not _expected(parts, member.isdir()):
         raise LibraryError(

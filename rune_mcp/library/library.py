@@ -26,6 +26,7 @@ from rune_mcp.fsutil import locked
 from rune_mcp.library.embed import Embedder, get_embedder
 from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable, shared_index
 from rune_mcp.library.lineage import descendants
+from rune_mcp.library.manifest import SELF_PROBES
 from rune_mcp.library.records import (
     AdapterDamaged,
     AdapterRecord,
@@ -35,6 +36,7 @@ from rune_mcp.library.records import (
     Recall,
     RecallHit,
 )
+from rune_mcp.library.selfprobes import SelfProbe
 from rune_mcp.library.store import AdapterStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ Hits = list[RecallHit]
 Skipped = list[Damaged]
 Problems = list[Problem]
 Ids = list[str]
+Probes = list[SelfProbe]
 
 
 class Library:
@@ -107,7 +110,8 @@ class Library:
 
     # --- writing ------------------------------------------------------------------------
 
-    def add(self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any]) -> AdapterRecord:
+    def add(self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any],
+            self_probes: Path | None = None) -> AdapterRecord:
         """Store an adapter and index it; adding the same content again returns the same record.
 
         `peft_dir` holds `adapter_config.json` + `adapter_model.safetensors` (as PEFT's
@@ -115,8 +119,9 @@ class Library:
         the keys base_fingerprint and task (required), method, rank, alpha, target_modules,
         agent, session_id, project, trajectory_id, embed_text, lesson_count, training (dict),
         parents (adapter ids). Unknown keys are kept under the manifest's `extra`.
+        `self_probes` is the session's held-out lessons (`self_probes.json`), or None.
         """
-        return self._add(peft_dir, gguf_file, meta, None)[0]
+        return self._add(peft_dir, gguf_file, meta, None, self_probes)[0]
 
     def add_verified(
         self,
@@ -124,6 +129,7 @@ class Library:
         gguf_file: Path | None,
         meta: dict[str, Any],
         created_at: str | None,
+        self_probes: Path | None = None,
     ) -> tuple[AdapterRecord, bool]:
         """Store an adapter whose files and metadata came from elsewhere (an imported archive,
         checked against its digests by the caller), keeping its original creation time.
@@ -131,13 +137,14 @@ class Library:
         The same write-once, atomic, locked path as `add`; returns the record and whether it
         is new (False: the intact adapter was already present and nothing changed).
         """
-        return self._add(peft_dir, gguf_file, meta, created_at)
+        return self._add(peft_dir, gguf_file, meta, created_at, self_probes)
 
     def _add(
-        self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any], created_at: str | None
+        self, peft_dir: Path, gguf_file: Path | None, meta: dict[str, Any], created_at: str | None,
+        self_probes: Path | None,
     ) -> tuple[AdapterRecord, bool]:
         with self._writing() as index:
-            record, created = self.store.write(peft_dir, gguf_file, meta, created_at)
+            record, created = self.store.write(peft_dir, gguf_file, meta, created_at, self_probes)
             if created or not index.has(record.adapter_id):
                 index.upsert([self._entry(record, self._embed([record.embed_text])[0])])
         if created:
@@ -311,6 +318,16 @@ class Library:
                 problems.append(Problem(adapter_id, self.store.folder(adapter_id), text))
         problems += self._index_problems()
         return problems
+
+    def self_probes(self, adapter_id: str) -> Probes:
+        """The held-out lessons stored with an adapter (its files verified first); [] for an
+        adapter that has none (a merge, or one remembered before self-probes existed)."""
+        from rune_mcp.library.selfprobes import read_self_probes
+
+        record = self.get(adapter_id)
+        if SELF_PROBES not in record.manifest["files"]:
+            return []
+        return read_self_probes(record.path / SELF_PROBES)
 
     def index_ids(self) -> set[str]:
         """Ids in the index (after any pending repair): for checks and tests."""

@@ -40,7 +40,8 @@ from rune_mcp.errors import LibraryError
 from rune_mcp.fsutil import file_digest
 from rune_mcp.validation import problem
 
-FORMAT_VERSION = 2
+# 3: an adapter may hold `self_probes.json` (an older Rune would take it for a stray file).
+FORMAT_VERSION = 3
 # The version inside the hashed identity object. It stays 1 whatever the manifest format, so
 # that adapters written by earlier formats keep their ids (the id scheme has not changed).
 ID_SCHEME = 1
@@ -50,7 +51,8 @@ MANIFEST = "manifest.json"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 GGUF_FILE = "adapter.gguf"
-ADAPTER_FILES = (PEFT_CONFIG, PEFT_WEIGHTS, GGUF_FILE)
+SELF_PROBES = "self_probes.json"  # the session's held-out lessons (rune_mcp.library.selfprobes)
+ADAPTER_FILES = (PEFT_CONFIG, PEFT_WEIGHTS, GGUF_FILE, SELF_PROBES)
 ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 # The fields that make two adapters different things; task wording, timings and the creation

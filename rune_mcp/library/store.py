@@ -29,6 +29,7 @@ from rune_mcp.library.manifest import (
     MANIFEST,
     PEFT_CONFIG,
     PEFT_WEIGHTS,
+    SELF_PROBES,
     ManifestError,
     build_manifest,
     check_files,
@@ -271,15 +272,22 @@ class AdapterStore:
         gguf_file: Path | None,
         meta: dict[str, Any],
         created_at: str | None = None,
+        self_probes: Path | None = None,
     ) -> tuple[AdapterRecord, bool]:
         """Store an adapter; return its record and whether it was new.
 
         The same content again returns the existing record untouched. An existing folder with
         the same id that fails verification is replaced by the good copy being added.
         `created_at` (default: now) is kept by imports, so a shared adapter keeps its date.
+        `self_probes` (a `self_probes.json`, validated here) is copied in with the weights,
+        before the folder is published, so it is one of the adapter's files.
         """
+        from rune_mcp.library.selfprobes import read_self_probes
+
         flat = normalize_meta(meta)
         check_sources(peft_dir, gguf_file)
+        if self_probes is not None:
+            read_self_probes(self_probes)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -290,6 +298,8 @@ class AdapterStore:
             }
             if gguf_file is not None:
                 files[GGUF_FILE] = _copy_synced(gguf_file, tmp / GGUF_FILE)
+            if self_probes is not None:
+                files[SELF_PROBES] = _copy_synced(self_probes, tmp / SELF_PROBES)
             manifest = build_manifest(flat, files, created_at or _now())
             adapter_id = manifest["adapter_id"]
             final = self.root / adapter_id

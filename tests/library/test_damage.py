@@ -248,7 +248,7 @@ def test_new_manifests_record_a_digest_of_every_field(
 ) -> None:
     record = library.add(variants[0], None, adapter_meta(0))
     manifest = json.loads((record.path / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["format_version"] == FORMAT_VERSION == 3
     assert manifest["metadata_sha256"] == metadata_digest(manifest)
     assert record.text_verified and library.get(record.adapter_id).text_verified
     library_file = json.loads((library.root / "library.json").read_text())
