@@ -1,9 +1,10 @@
 """How many cores other processes leave idle, on Linux, macOS and Windows alike.
 
-The eager embedding path sizes its PyTorch thread pool by this: threads that wait for each
-other on busy cores are slower than fewer threads (docs/library.md#performance). The
-machine's busy CPU time comes from psutil, or from `/proc/stat` where psutil is missing;
-where neither answers, the load average stands in.
+The eager embedding path sizes its PyTorch thread pool by this, and the llama.cpp backend its
+threads when it starts (`backend_threads`): threads that wait for each other on busy cores
+are slower than fewer threads (docs/library.md#performance, docs/runtime.md). The machine's
+busy CPU time comes from psutil, or from `/proc/stat` where psutil is missing; where neither
+answers, the load average stands in.
 """
 
 from __future__ import annotations
@@ -11,11 +12,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rune_mcp.config import Settings
 
 Sample = tuple[float, float, float]  # monotonic s, machine busy CPU s, this process's CPU s
 # Time a core spent doing nothing, and guest time (already counted in user and nice).
 _NOT_BUSY = frozenset({"idle", "iowait", "guest", "guest_nice"})
+SETTLE_S = 0.1  # the shortest window a settled answer is read over (CPU clocks tick in 10 ms)
 
 
 class CpuWatch:
@@ -51,6 +57,33 @@ class CpuWatch:
                 self._answer = max(1, int(cores - others + 0.5))
                 self._last = sample
             return self._answer
+
+    def settled_idle_cores(self) -> int:
+        """`idle_cores` read over a window of at least `SETTLE_S`, never from the load average
+        alone: without an earlier sample, or with one younger than that, it takes one and waits
+        out the rest of the window."""
+        with self._lock:
+            last = self._last
+        if last is None:
+            self.idle_cores()  # the first sample (None where busy time cannot be read)
+            with self._lock:
+                last = self._last
+        if last is not None:
+            wait = SETTLE_S - (time.monotonic() - last[0])
+            if wait > 0:
+                time.sleep(wait)
+        return self.idle_cores()
+
+
+def backend_threads(settings: Settings, idle: Callable[[], int] | None = None) -> int:
+    """The threads a backend starts with. `threads` set in the environment, `rune.toml` or an
+    override is used as given; the default (every core) becomes the cores other processes
+    leave idle now, at least 1: on a shared CPU a thread beyond them spins at every barrier
+    while another is descheduled. `idle` counts those cores (default: `CPU_WATCH`)."""
+    if settings.sources.get("threads", "default") != "default":
+        return settings.threads
+    cores = (idle or CPU_WATCH.settled_idle_cores)()
+    return max(1, min(settings.threads, cores))
 
 
 def busy_sample() -> Sample | None:

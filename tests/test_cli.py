@@ -104,7 +104,7 @@ def test_bench_sweep_refuses_bad_variants_before_loading_anything(
 
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "peft", "chromadb", "onnxruntime",
-         "llama_cpp")
+         "llama_cpp", "mcp")  # mcp: the MCP SDK, most of a second, only `rune serve` needs it
 
 
 def _in_a_new_process(argv: list[str], stdin: str, env: dict[str, str]) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def _in_a_new_process(argv: list[str], stdin: str, env: dict[str, str]) -> dict[
 
 def test_hook_queues_the_session_without_loading_models_or_the_index(tmp_path: Path) -> None:
     """An agent waits for its hooks: `rune hook` must never import torch, transformers,
-    Chroma, ONNX Runtime or llama.cpp, and still queue the session."""
+    Chroma, ONNX Runtime, llama.cpp or the MCP SDK, and still queue the session."""
     from rune_mcp.bench.cold import JOB_DELAY_S, sleeping_worker
     from rune_mcp.config import load_settings
     from rune_mcp.distill.queue import JobQueue

@@ -66,3 +66,46 @@ def test_without_psutil_or_proc_the_estimate_still_answers(monkeypatch: pytest.M
     assert cpuload.busy_sample() is None and cpuload.load_average() == 0.0
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert cpuload.CpuWatch().idle_cores() == 2
+
+
+def test_backend_threads_default_follows_the_idle_cores() -> None:
+    from rune_mcp.config import load_settings
+
+    default = load_settings({})
+    assert default.sources["threads"] == "default"
+    every = default.threads
+    assert cpuload.backend_threads(default, idle=lambda: 1) == 1  # one core busy elsewhere
+    assert cpuload.backend_threads(default, idle=lambda: 0) == 1  # never zero
+    assert cpuload.backend_threads(default, idle=lambda: every + 4) == every  # never more
+
+
+def test_backend_threads_set_by_the_user_are_used_as_given() -> None:
+    from rune_mcp.config import load_settings
+
+    def not_asked() -> int:
+        raise AssertionError("a set thread count needs no CPU reading")
+
+    env = load_settings({"RUNE_THREADS": "3"})
+    assert cpuload.backend_threads(env, idle=not_asked) == 3
+    assert cpuload.backend_threads(env.with_overrides(threads=2), idle=not_asked) == 2
+
+
+def test_settled_idle_cores_waits_for_a_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    slept: list[float] = []
+    # Another process keeps one of two cores busy: 0.1 busy CPU s per 0.1 s, none of it ours.
+    monkeypatch.setattr(cpuload, "busy_sample", lambda: (clock[0], 50.0 + clock[0], 7.0))
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # lagging: says idle
+    watch = cpuload.CpuWatch()
+    assert watch.settled_idle_cores() == 1  # not the load average's 2
+    assert slept == [cpuload.SETTLE_S]
+    clock[0] += 1.0
+    assert watch.settled_idle_cores() == 1 and len(slept) == 1  # an old sample: no wait

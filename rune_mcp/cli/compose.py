@@ -8,7 +8,6 @@ from typing import Any
 from rune_mcp.cli.output import emit_json
 from rune_mcp.config import Settings
 from rune_mcp.errors import RuneError, UsageError
-from rune_mcp.library.lineage import METHODS, lineage_of, parents_of
 
 MAX_DEPTH = 8  # ids hash their parents, so lineage has no cycles; this only bounds the print
 
@@ -16,6 +15,14 @@ MAX_DEPTH = 8  # ids hash their parents, so lineage has no cycles; this only bou
 def register(actions: Any) -> None:
     merge = actions.add_parser(
         "merge", help="merge adapters into one stored adapter with PEFT, recording its lineage")
+    # The methods come from the library package, which every other command would pay for.
+    merge.fill = lambda: _merge_arguments(merge)
+    merge.set_defaults(func=adapters_merge)
+
+
+def _merge_arguments(merge: argparse.ArgumentParser) -> None:
+    from rune_mcp.library.lineage import METHODS
+
     merge.add_argument("adapter_ids", metavar="ID", nargs="+",
                        help="two or more adapter ids or unique prefixes")
     merge.add_argument("--method", required=True, choices=METHODS,
@@ -27,7 +34,6 @@ def register(actions: Any) -> None:
     merge.add_argument("--density", type=float,
                        help="share of entries kept by ties, dare_ties and dare_linear (0-1]")
     merge.add_argument("--json", action="store_true", help="print JSON")
-    merge.set_defaults(func=adapters_merge)
 
 
 def parse_weights(text: str | None) -> list[float] | None:
@@ -60,6 +66,8 @@ def adapters_merge(args: argparse.Namespace, settings: Settings) -> int:
 def lineage_tree(lib: Any, adapter_id: str, depth: int = 0) -> dict[str, Any]:
     """`{"adapter_id", "task", "method", "weights", "density", "fitness", "parents": [...]}`;
     a parent that is gone or unreadable is `{"adapter_id", "missing": true}`."""
+    from rune_mcp.library.lineage import lineage_of, parents_of
+
     try:
         record = lib.store.read(adapter_id)
     except RuneError:

@@ -7,11 +7,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rune_mcp import agents
-from rune_mcp.cli.output import emit_json, table
+from rune_mcp.cli.output import command, emit_json, table
 from rune_mcp.config import Settings
+
+if TYPE_CHECKING:
+    from rune_mcp.agents import Agent
 
 
 def register(sub: Any) -> None:
@@ -25,23 +27,17 @@ def register(sub: Any) -> None:
     )
     serve.set_defaults(func=serve_cmd)
 
+    # The agents (their names are the choices) load only for the commands that take one.
     hook = sub.add_parser("hook", help="queue a finished session (called by an agent's hooks)")
-    hook.add_argument(
-        "agent", choices=[a.name for a in agents.with_hooks()], help="which agent calls"
-    )
+    hook.fill = lambda: _hook_arguments(hook)
     hook.set_defaults(func=hook_cmd)
-
     for verb in ("install", "uninstall"):
         p = sub.add_parser(verb, help=f"{verb} Rune's MCP server and hooks in an editor")
-        target = p.add_subparsers(dest="target", metavar="EDITOR", required=True)
-        for agent in agents.with_installer():
-            _install_target(target, agent, verb)
+        p.fill = lambda p=p, verb=verb: _install_targets(p, verb)
 
-    status = sub.add_parser("status", help="library size, job queue, base model")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status = command(sub, "status", status_cmd, "library size, job queue, base model", json=True)
     status.add_argument("--watch", action="store_true",
                         help="a live view of the queue and the watcher, until Ctrl-C")
-    status.set_defaults(func=status_cmd)
 
     jobs = sub.add_parser("jobs", help="the queue of sessions waiting to be distilled")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
@@ -84,7 +80,23 @@ def hook_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return queue_event(args.agent, event, settings)
 
 
-def _install_target(target: Any, agent: agents.Agent, verb: str) -> None:
+def _hook_arguments(hook: argparse.ArgumentParser) -> None:
+    from rune_mcp import agents
+
+    hook.add_argument(
+        "agent", choices=[a.name for a in agents.with_hooks()], help="which agent calls"
+    )
+
+
+def _install_targets(parser: argparse.ArgumentParser, verb: str) -> None:
+    from rune_mcp import agents
+
+    target = parser.add_subparsers(dest="target", metavar="EDITOR", required=True)
+    for agent in agents.with_installer():
+        _install_target(target, agent, verb)
+
+
+def _install_target(target: Any, agent: Agent, verb: str) -> None:
     """`rune install <agent>`: the agent's scopes (its default first) and, when it has a CLI
     that could register the server itself, `--no-cli`."""
     inst = agent.installer

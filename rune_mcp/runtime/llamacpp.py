@@ -21,6 +21,7 @@ from typing import Any
 
 from rune_mcp.basemodel import BaseModelInfo
 from rune_mcp.config import Settings
+from rune_mcp.cpuload import backend_threads
 from rune_mcp.errors import BackendError, InputError, ModelError
 from rune_mcp.runtime.base import (
     Active,
@@ -68,11 +69,12 @@ class LlamaCppBackend(StreamingBackend):
         self.settings = settings
         self.base = base
         self.fingerprint = base.fingerprint
+        self.threads = backend_threads(settings)  # the idle cores, unless RUNE_THREADS is set
         start = time.perf_counter()
         try:
             self._llm: Any = open_llama(
                 str(base.path), n_ctx=settings.context_size,
-                n_threads=settings.threads, n_threads_batch=settings.threads,
+                n_threads=self.threads, n_threads_batch=self.threads,
                 seed=settings.seed, verbose=False,
             )
         except Exception as exc:  # llama-cpp-python raises ValueError for any load failure
