@@ -132,6 +132,15 @@ class Settings(BaseModel):
     train_steps: int = Field(default=30, ge=1, description="Optimizer steps per adapter.")
     learning_rate: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
     seed: int = Field(default=0, description="Seed for training and sampling.")
+    answer_check_every: int = Field(
+        default=0, ge=0,
+        description="Every this many steps, the model in training answers the session's "
+        "held-out questions; training stops once answer_check_share are right (0 = off).",
+    )
+    answer_check_share: float = Field(
+        default=1.0, gt=0.0, le=1.0,
+        description="Share of held-out questions answered right at which training stops.",
+    )
     train_time_budget_s: float = Field(
         default=900.0, gt=0, description="Training stops early after this many seconds."
     )

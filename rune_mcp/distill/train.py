@@ -21,6 +21,7 @@ from typing import Any
 
 from rune_mcp.config import Settings
 from rune_mcp.device import pick_device
+from rune_mcp.distill.answered import Check, answered_share
 from rune_mcp.distill.collate import IGNORE, Rendered, render_examples
 from rune_mcp.distill.lessons import Example
 from rune_mcp.errors import ModelError, TrainingError
@@ -59,6 +60,7 @@ class TrainResult:
     examples: int
     losses: list[float] = field(default_factory=list)
     stopped_early: bool = False
+    answered: list[tuple[int, float]] = field(default_factory=list)  # (step, share) per check
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class TrainResult:
             "load_seconds": round(self.load_seconds, 3), "tokens": self.tokens,
             "trainable_params": self.trainable_params, "examples": self.examples,
             "losses": [round(x, 4) for x in self.losses], "stopped_early": self.stopped_early,
+            "answered": [[step, round(share, 4)] for step, share in self.answered],
         }
 
 
@@ -249,9 +252,11 @@ def train_adapter(
     out_dir: Path,
     progress: Progress | None = None,
     start: Path | None = None,
+    checks: Sequence[Check] = (),
 ) -> TrainResult:
     """Train a LoRA adapter on `examples` and save the PEFT folder to `out_dir`; with `start`
-    (a PEFT folder of the same rank and modules), training begins from its weights.
+    (a PEFT folder of the same rank and modules), training begins from its weights; with
+    `checks` and `answer_check_every`, it stops once they are answered (`distill.answered`).
 
     Raises TrainingError on divergence (loss NaN/inf or exploding); `out_dir` is only written
     after the last step, so an error or Ctrl+C leaves it absent.
@@ -268,7 +273,7 @@ def train_adapter(
     if start is not None:
         _load_start(model, start)
     try:
-        return _loop(settings, model, loaded, batches, out_dir, progress, len(examples))
+        return _loop(settings, model, loaded, batches, out_dir, progress, len(examples), checks)
     finally:
         # Leave the shared base model as it was: the LoRA layers come out again.
         loaded.model = model.unload() if loaded.method != "qlora" else loaded.model
@@ -288,7 +293,7 @@ def _load_start(model: Any, start: Path) -> None:
 
 def _loop(
     settings: Settings, model: Any, loaded: Loaded, batches: list[list[Rendered]],
-    out_dir: Path, progress: Progress | None, n_examples: int,
+    out_dir: Path, progress: Progress | None, n_examples: int, checks: Sequence[Check] = (),
 ) -> TrainResult:
     import torch
 
@@ -302,6 +307,7 @@ def _loop(
     losses: list[float] = []
     tokens = 0
     stopped = False
+    answered: list[tuple[int, float]] = []
     rng = random.Random(settings.seed)
     for step in range(1, total + 1):
         if step > 1 and (step - 1) % len(batches) == 0:
@@ -323,6 +329,9 @@ def _loop(
         tokens += sum(len(r.input_ids) for r in batch)
         if progress:
             progress(step, total, f"step {step}/{total} loss {value:.4f}")
+        if _answered(settings, model, loaded, checks, step, answered) and step < total:
+            stopped = True
+            break
         if time.monotonic() - start > settings.train_time_budget_s and step < total:
             log.warning("training stopped after %d of %d steps: time budget of %.0f s reached",
                         step, total, settings.train_time_budget_s)
@@ -333,4 +342,17 @@ def _loop(
     model.save_pretrained(str(out_dir), safe_serialization=True)
     trainable = sum(p.numel() for p in params)
     return TrainResult(out_dir, loaded.method, loaded.device, len(losses), losses[-1], seconds,
-                       loaded.seconds, tokens, trainable, n_examples, losses, stopped)
+                       loaded.seconds, tokens, trainable, n_examples, losses, stopped, answered)
+
+
+def _answered(settings: Settings, model: Any, loaded: Loaded, checks: Sequence[Check],
+              step: int, seen: list[tuple[int, float]]) -> bool:
+    """Whether the held-out questions are answered well enough to stop (checked every
+    `answer_check_every` steps; each check is recorded in `seen`)."""
+    every = settings.answer_check_every
+    if not checks or not every or step % every:
+        return False
+    share = answered_share(model, loaded.tokenizer, checks, loaded.device)
+    seen.append((step, share))
+    log.info("step %d: %.0f%% of %d held-out questions answered", step, share * 100, len(checks))
+    return share >= settings.answer_check_share

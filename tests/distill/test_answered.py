@@ -1,0 +1,56 @@
+"""Training until held-out questions are answered: checked every N steps, stops when said."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill.sessions import make_trajectory
+from rune_mcp.config import Settings
+from rune_mcp.distill.answered import Check, answered_share
+from rune_mcp.distill.lessons import compile_lessons
+from rune_mcp.distill.train import load_base, train_adapter
+
+
+def test_a_check_no_answer_can_pass_runs_every_n_steps(
+    settings: Settings, tiny_dir: Path, tmp_path: Path
+) -> None:
+    s = settings.with_overrides(train_steps=6, learning_rate=1e-2, threads=2,
+                                train_batch_tokens=512, lessons_qa=False, answer_check_every=2)
+    loaded = load_base(s, tiny_dir, "lora")
+    never = [Check("Which tidewater function reads gauges?", ("zz_no_such_key_zz",))]
+    result = train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "a",
+                           checks=never)
+    assert [step for step, _ in result.answered] == [2, 4, 6]
+    assert all(share == 0.0 for _, share in result.answered)
+    assert result.steps == 6 and not result.stopped_early
+
+
+def test_training_stops_once_the_questions_are_answered(
+    settings: Settings, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rune_mcp.distill import train
+
+    s = settings.with_overrides(train_steps=8, learning_rate=1e-2, threads=2,
+                                train_batch_tokens=512, lessons_qa=False, answer_check_every=2,
+                                answer_check_share=0.5)
+    shares = iter([0.0, 0.5])  # the second check reaches the share
+    monkeypatch.setattr(train, "answered_share", lambda *_: next(shares))
+    loaded = load_base(s, tiny_dir, "lora")
+    result = train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "b",
+                           checks=[Check("q", ("k",))])
+    assert result.answered == [(2, 0.0), (4, 0.5)]
+    assert result.steps == 4 and result.stopped_early
+    assert (tmp_path / "b" / "adapter_model.safetensors").is_file()  # stopped, still stored
+
+
+def test_the_share_is_judged_on_real_answers(settings: Settings, base_dir: Path) -> None:
+    loaded = load_base(settings.with_overrides(threads=2), base_dir, "lora")
+    checks = [Check("What is the capital of France?", ("Paris",)),
+              Check("What is the capital of France?", ("zz_no_such_key_zz",))]
+    assert answered_share(loaded.model, loaded.tokenizer, checks, "cpu") == 0.5
+
+
+def test_no_checks_answer_everything() -> None:
+    assert answered_share(None, None, [], "cpu") == 1.0
