@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import (
@@ -40,6 +40,15 @@ from rune_mcp.library.selfprobes import SelfProbe
 from rune_mcp.library.store import AdapterStore
 
 log = logging.getLogger(__name__)
+
+
+class RecallOptions(TypedDict, total=False):
+    """The keyword options of `Library.recall` (and of `recall_checked`, which adds `digests`)."""
+
+    k: int | None
+    project: str | None
+    min_similarity: float | None
+    base_fingerprint: str | None
 
 ADAPTERS_DIR = "adapters"
 INDEX_DIR = "index"
@@ -237,23 +246,16 @@ class Library:
         matches = [r for r in self.list() if r.trajectory_id == trajectory_id]
         return matches[0] if matches else None
 
-    def recall(
-        self,
-        task: str,
-        k: int | None = None,
-        project: str | None = None,
-        min_similarity: float | None = None,
-        base_fingerprint: str | None = None,
-    ) -> Hits:
+    def recall(self, task: str, **options: Unpack[RecallOptions]) -> Hits:
         """Adapters whose task is most similar to `task`, best first, at most `k`.
 
         Only adapters for the current base model (or `base_fingerprint`) and, when given, for
         `project` (path or folder name) are considered; hits below `min_similarity` (default:
         the `recall_min_similarity` setting) are dropped, so an unrelated task gets []. The
         records' files are verified when their paths are first used. Damaged adapters are
-        left out (`recall_checked` names them).
+        left out (`recall_checked`, which takes the same options, names them).
         """
-        return self.recall_checked(task, k, project, min_similarity, base_fingerprint).hits
+        return self.recall_checked(task, **options).hits
 
     def recall_checked(
         self,

@@ -141,14 +141,18 @@ def test_a_damaged_adapter_keeps_its_index_record_through_a_repair(
 # --- links ---------------------------------------------------------------------------------
 
 
+def _link_to_a_copy(path: Path, outside: Path) -> None:
+    """Replace a stored file by a symlink to an identical copy of it at `outside`."""
+    shutil.copyfile(path, outside)
+    path.unlink()
+    path.symlink_to(outside)
+
+
 def test_a_file_replaced_by_a_symlink_to_an_identical_copy_is_refused(
     library: Library, variants: list[Path], tmp_path: Path
 ) -> None:
     record = library.add(variants[0], None, adapter_meta(0))
-    outside = tmp_path / "outside.safetensors"
-    shutil.copyfile(record.path / PEFT_WEIGHTS, outside)
-    (record.path / PEFT_WEIGHTS).unlink()
-    (record.path / PEFT_WEIGHTS).symlink_to(outside)
+    _link_to_a_copy(record.path / PEFT_WEIGHTS, tmp_path / "outside.safetensors")
     assert [p.problem for p in library.verify()] == [
         f"{PEFT_WEIGHTS} is a symbolic link (the store holds only its own read-only copies)"
     ]
@@ -179,10 +183,7 @@ def test_a_symlinked_manifest_is_refused_before_it_is_read(
     library: Library, variants: list[Path], tmp_path: Path
 ) -> None:
     record = library.add(variants[0], None, adapter_meta(0))
-    outside = tmp_path / "manifest.json"
-    shutil.copyfile(record.path / MANIFEST, outside)
-    (record.path / MANIFEST).unlink()
-    (record.path / MANIFEST).symlink_to(outside)
+    _link_to_a_copy(record.path / MANIFEST, tmp_path / "manifest.json")
     with pytest.raises(AdapterDamaged, match=r"\(its manifest is a symbolic link\)"):
         library.get(record.adapter_id)
     assert library.verify()[0].adapter_id == record.adapter_id
