@@ -26,7 +26,6 @@ import json
 import os
 import tarfile
 import tempfile
-import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from rune_mcp import __version__
 from rune_mcp.errors import IntegrityError, LibraryError, UsageError
-from rune_mcp.fsutil import file_digest, fsync_dir
+from rune_mcp.fsutil import file_digest, replacing
 from rune_mcp.library.library import Library
 from rune_mcp.library.manifest import (
     ADAPTER_FILES,
@@ -232,24 +231,14 @@ def _archived(record: AdapterRecord) -> dict[str, Any]:
 def _write_archive(out: Path, index: dict[str, Any], records: list[AdapterRecord]) -> None:
     if not out.parent.is_dir():
         raise UsageError(f"the folder {out.parent} does not exist; create it or choose another -o.")
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with tmp.open("xb") as raw:
-            with _compressor(raw, out) as stream, tarfile.open(
-                fileobj=stream, mode="w", format=tarfile.PAX_FORMAT
-            ) as tar:
-                blob = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8")
-                tar.addfile(_member(ARCHIVE_INDEX, len(blob)), io.BytesIO(blob))
-                for record in records:
-                    _add_adapter(tar, record)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(out.parent)
+    # the folder exists, so `replacing` only adds the fsync, rename and clean-up on failure
+    with replacing(out) as tmp, tmp.open("wb") as raw, _compressor(raw, out) as stream, tarfile.open(
+        fileobj=stream, mode="w", format=tarfile.PAX_FORMAT
+    ) as tar:
+        blob = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        tar.addfile(_member(ARCHIVE_INDEX, len(blob)), io.BytesIO(blob))
+        for record in records:
+            _add_adapter(tar, record)
 
 
 @contextlib.contextmanager
