@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rune_mcp import __version__
 from rune_mcp.errors import IntegrityError, LibraryError, UsageError
@@ -45,6 +45,8 @@ from rune_mcp.library.manifest import (
     MANIFEST,
     SELF_PROBES,
     SOURCE_KEYS,
+    FileEntry,
+    Sha256,
     check_files,
     compute_id,
     normalize_meta,
@@ -68,16 +70,8 @@ _META_KEYS = (
 _NOTHING = "nothing was imported"
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 
-Sha256 = Annotated[str, StringConstraints(pattern=ID_PATTERN.pattern)]
 HINTS = {"sha256": "a sha256 hex digest", "size": "a byte count", "adapter_id": "a sha256 hex id",
          "base_fingerprint": "the base model's sha256", "adapters": "a non-empty list"}
-
-
-class ArchivedFile(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    sha256: Sha256
-    size: Annotated[int, Field(ge=0)]
 
 
 class IndexRecord(BaseModel):
@@ -100,7 +94,7 @@ class ArchivedAdapter(BaseModel):
 
     adapter_id: Sha256
     manifest_sha256: Sha256
-    files: dict[str, ArchivedFile]
+    files: dict[str, FileEntry]  # as the manifest lists them
     index: IndexRecord
 
 
