@@ -205,6 +205,40 @@ class Settings(BaseModel):
         default=3, ge=2, le=16, description="How often a repeat_ngram run of tokens may not occur.",
     )
 
+    # --- evolution (docs/evolution.md) ------------------------------------------------------
+    self_probe_share: float = Field(
+        default=0.25, ge=0.0, lt=1.0,
+        description="Share of each lesson's phrasings (lessons phrased 3+ ways) held out of "
+        "training and stored with the adapter as its self-probes (0 = none).",
+    )
+    evolve_after_sessions: int = Field(
+        default=0, ge=0,
+        description="Queue `rune evolve` for a project after every N new sessions of it (0 = off).",
+    )
+    evolve_budget_s: float = Field(
+        default=600.0, gt=0, description="Seconds one evolve run may search before it stops.",
+    )
+    evolve_generations: int = Field(
+        default=6, ge=1, le=200, description="CMA-ES generations one evolve run searches at most.",
+    )
+    evolve_answer_tokens: int = Field(
+        default=48, ge=4, le=512,
+        description="Length of the free answers a self-probe is asked for while evolving.",
+    )
+    evolve_scored_weight: float = Field(
+        default=0.25, ge=0.0,
+        description="Fitness per nat of mean log-probability per token of the self-probes' "
+        "answers gained over the base.",
+    )
+    evolve_drift_weight: float = Field(
+        default=2.0, ge=0.0,
+        description="Fitness lost per nat of NLL per token the general corpus gains over the base.",
+    )
+    evolve_drift_tokens: int = Field(
+        default=1024, ge=16, le=20_000,
+        description="Tokens of the standard library sample the general drift is measured on.",
+    )
+
     # --- server -----------------------------------------------------------------------
     http_host: str = Field(default="127.0.0.1", description="Bind address of `rune serve --http`.")
     http_port: int = Field(default=8765, ge=1, le=65535, description="Port of `rune serve --http`.")

@@ -21,7 +21,8 @@ from rune_mcp.errors import RuneError, UsageError
 
 # In data-flow order; a module that is not there yet simply adds no commands.
 COMMAND_MODULES = (
-    "core", "capture", "library", "distill", "hyper", "runtime", "server", "watch", "bench", "ui",
+    "core", "capture", "library", "distill", "evolve", "hyper", "runtime", "server", "watch",
+    "bench", "ui",
 )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from rune_mcp.cli import compose
 from rune_mcp.cli.output import emit_json, table
 from rune_mcp.config import Settings
-from rune_mcp.errors import UsageError
+from rune_mcp.errors import RuneError, UsageError
 
 
 def register(sub: Any) -> None:
@@ -100,7 +100,8 @@ def adapters_show(args: argparse.Namespace, settings: Settings) -> int:
     data = {"adapter_id": record.adapter_id, "path": str(record.path), "problems": problems,
             "manifest": record.manifest,
             "lineage": compose.lineage_tree(lib, record.adapter_id),
-            "descendants": lib.descendants([record.adapter_id])}
+            "descendants": lib.descendants([record.adapter_id]),
+            "self_probes": _self_probes(record)}
     if args.json:
         emit_json(data)
     else:
@@ -115,6 +116,7 @@ def adapters_show(args: argparse.Namespace, settings: Settings) -> int:
             ("targets", ", ".join(manifest.get("target_modules") or [])),
             ("lessons", manifest.get("lesson_count")), ("training", manifest.get("training")),
             ("parents", ", ".join(manifest.get("parents") or []) or "-"),
+            ("self-probes", "-" if data["self_probes"] is None else data["self_probes"]),
             ("files", ", ".join(f"{n} ({_mib(i['size'])})" for n, i in manifest["files"].items())),
             ("verified", "ok" if not problems else "FAILED: " + "; ".join(problems)),
         ]
@@ -123,6 +125,20 @@ def adapters_show(args: argparse.Namespace, settings: Settings) -> int:
         for line in compose.lineage_lines(lib, record):
             print(line)
     return 1 if problems else 0
+
+
+def _self_probes(record: Any) -> int | None:
+    """How many self-probes the adapter holds (None: none stored); read without loading the
+    adapter, so a damaged adapter still shows (its files check is reported beside)."""
+    from rune_mcp.library.manifest import SELF_PROBES
+    from rune_mcp.library.selfprobes import read_self_probes
+
+    if SELF_PROBES not in record.manifest["files"]:
+        return None
+    try:
+        return len(read_self_probes(record.path / SELF_PROBES))
+    except RuneError:
+        return None
 
 
 def adapters_rm(args: argparse.Namespace, settings: Settings) -> int:

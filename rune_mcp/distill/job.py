@@ -14,7 +14,10 @@ from rune_mcp.heal import StateFile
 SCHEMA_VERSION = 1
 JobState = Literal["queued", "running", "done", "failed"]
 STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed")
-SOURCES = ("manual", "mcp", "hook", "watcher", "cli")
+SOURCES = ("manual", "mcp", "hook", "watcher", "cli", "auto")  # auto: queued by Rune itself
+# A job is a session to remember, or (format `evolve`, no transcript, `path` the project)
+# a project's adapters to evolve (rune_mcp.distill.evolvejob).
+EVOLVE_FORMAT = "evolve"
 MAX_BACKOFF_S = 3600.0
 
 JOBS_SCHEMA = """
@@ -100,6 +103,11 @@ class Job:
     def terminal(self) -> bool:
         return self.state in ("done", "failed")
 
+    @property
+    def kind(self) -> str:
+        """`remember` (a session) or `evolve` (a project's adapters)."""
+        return "evolve" if self.fmt == EVOLVE_FORMAT else "remember"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -144,6 +152,7 @@ def brief(job: Job) -> dict[str, Any]:
     """The fields of a job worth showing in a status listing."""
     return {
         "id": job.id,
+        "kind": job.kind,
         "state": job.state,
         "source": job.source,
         "session_id": job.session_id,

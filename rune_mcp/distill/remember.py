@@ -1,10 +1,13 @@
-"""Remember a session: parse -> compile lessons -> train -> export -> store -> index.
+"""Remember a session: parse -> compile lessons -> hold out self-probes -> train -> export ->
+store -> index.
 
 This is the one path every entry point (CLI, MCP tool, job worker, watcher) takes to turn a
 finished session into an adapter. It is idempotent per trajectory and base model: the same
 session remembered twice returns the stored adapter without training again, and adapters of
 another base model are never reused. Work happens in a private temporary folder; the library
-sees the adapter only once it is complete, so a failure or Ctrl+C stores nothing.
+sees the adapter only once it is complete, so a failure or Ctrl+C stores nothing. A share of
+the lessons' phrasings is held out of training and stored with the adapter as its self-probes
+(`rune_mcp.distill.selfprobes`), the data the Evolution Operator scores compositions on.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from rune_mcp.basemodel import BaseModelInfo, ensure_derived, resolve_base
 from rune_mcp.config import Settings
 from rune_mcp.distill.lessons import Example, compile_lessons, summary
 from rune_mcp.distill.rehearsal import rehearsal_examples
+from rune_mcp.distill.selfprobes import split_self_probes, to_probes
 from rune_mcp.distill.train import Loaded, TrainResult, load_base, train_adapter
-from rune_mcp.errors import TrainingError
+from rune_mcp.errors import RuneError, TrainingError
 from rune_mcp.fsutil import locked
+from rune_mcp.library.selfprobes import SELF_PROBES, write_self_probes
 from rune_mcp.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ class RememberResult:
     load_seconds: float = 0.0
     train_seconds: float = 0.0
     kinds: dict[str, int] = field(default_factory=dict)
+    self_probes: int = 0  # phrasings held out of training and stored with the adapter
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +70,7 @@ class RememberResult:
             "method": self.method, "reused": self.reused,
             "load_seconds": round(self.load_seconds, 3),
             "train_seconds": round(self.train_seconds, 3), "kinds": self.kinds,
+            "self_probes": self.self_probes,
         }
 
 
@@ -122,7 +129,8 @@ def _reused(record: Any, traj: Trajectory, start: float) -> RememberResult:
     return RememberResult(
         record.adapter_id, traj.id, int(record.manifest.get("lesson_count") or 0),
         int(training.get("examples") or 0), time.monotonic() - start,
-        training.get("final_loss"), record.method, True, kinds=dict(training.get("kinds") or {}))
+        training.get("final_loss"), record.method, True, kinds=dict(training.get("kinds") or {}),
+        self_probes=int(training.get("self_probes") or 0))
 
 
 def check_learnable(traj: Trajectory, examples: list[Example]) -> None:
@@ -168,7 +176,8 @@ def _learn(
     def count(text: str) -> int:
         return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    examples = compile_lessons(traj, settings, count)
+    examples, held = split_self_probes(compile_lessons(traj, settings, count),
+                                       settings.self_probe_share)
     lessons = list(examples)
     if settings.lessons_rehearsal and method != "hyper":
         _say(progress, "answering the rehearsal prompts with the base model (once per base)")
@@ -182,14 +191,29 @@ def _learn(
             result = _train(settings, method, hyper, traj, lessons, examples, loaded, work,
                             progress)
         gguf = _export(work / "peft", info, work / "adapter.gguf")
+        probes = write_self_probes(work / SELF_PROBES, to_probes(held)) if held else None
         _say(progress, "storing and indexing the adapter")
-        record = lib.add(work / "peft", gguf, _meta(settings, info, traj, examples, result, hyper))
+        meta = _meta(settings, info, traj, examples, result, hyper)
+        meta["training"]["self_probes"] = len(held)
+        record = lib.add(work / "peft", gguf, meta, probes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _after_stored(settings, record)
     return RememberResult(
         record.adapter_id, traj.id, lesson_count(traj, examples), len(examples),
         time.monotonic() - start, result.final_loss, method, False, load_seconds,
-        result.seconds, summary(examples))
+        result.seconds, summary(examples), len(held))
+
+
+def _after_stored(settings: Settings, record: Any) -> None:
+    """Queue an evolve job for the project when `evolve_after_sessions` says it is due; a
+    queue that cannot take it never fails the remembering, which is already done."""
+    from rune_mcp.distill.evolvejob import enqueue_if_due
+
+    try:
+        enqueue_if_due(settings, record)
+    except RuneError as exc:
+        log.warning("could not queue evolving project %s: %s", record.project, exc)
 
 
 def _hypernetwork(settings: Settings, info: BaseModelInfo, method: str) -> Any:
@@ -245,6 +269,7 @@ def _meta(
         "unlikelihood_weight": settings.unlikelihood_weight,
         "lessons": {"episodes": settings.lessons_episodes, "qa": settings.lessons_qa,
                     "final": settings.lessons_final, "rehearsal": settings.lessons_rehearsal},
+        "self_probe_share": settings.self_probe_share,
     })
     if hyper is not None:  # which network wrote it: its weights' SHA-256 and training step
         training["hypernetwork"] = {"sha256": hyper.sha256, "step": hyper.step,
