@@ -18,13 +18,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rune_mcp.basemodel import BaseModelInfo, ensure_derived, resolve_base
 from rune_mcp.config import Settings
+from rune_mcp.distill.answered import Check
 from rune_mcp.distill.lessons import Example, compile_lessons, summary
 from rune_mcp.distill.rehearsal import rehearsal_examples
 from rune_mcp.distill.selfprobes import split_self_probes, to_probes
@@ -189,7 +190,7 @@ def _learn(
     try:
         with _LOAD_LOCK:  # one training at a time per process: they share the base model
             result = _train(settings, method, hyper, traj, lessons, examples, loaded, work,
-                            progress)
+                            progress, checks_of(held))
         gguf = _export(work / "peft", info, work / "adapter.gguf")
         probes = write_self_probes(work / SELF_PROBES, to_probes(held)) if held else None
         _say(progress, "storing and indexing the adapter")
@@ -232,11 +233,13 @@ def _hyper_settings(settings: Settings, hyper: Any) -> Settings:
 def _train(
     settings: Settings, method: str, hyper: Any, traj: Trajectory, lessons: list[Example],
     examples: list[Example], loaded: Loaded, work: Path, progress: Progress | None,
+    checks: Sequence[Check] = (),
 ) -> TrainResult:
     """Gradient steps (lora, qlora), one forward pass of the hypernetwork (hyper), or the
-    forward pass as the start of the gradient steps (hyper+lora)."""
+    forward pass as the start of the gradient steps (hyper+lora); gradient steps may stop
+    once the held-out `checks` are answered (`answer_check_every`)."""
     if hyper is None:
-        return train_adapter(settings, examples, loaded, work / "peft", progress)
+        return train_adapter(settings, examples, loaded, work / "peft", progress, checks=checks)
     from rune_mcp.distill.hyper.generate import generate_adapter
 
     _say(progress, "writing the adapter with the hypernetwork")
@@ -245,8 +248,15 @@ def _train(
     if method == "hyper":
         return TrainResult(made.peft_dir, method, loaded.device, 0, made.lesson_loss, made.seconds,
                            loaded.seconds, 0, 0, len(examples), [made.lesson_loss])
-    result = train_adapter(settings, examples, loaded, work / "peft", progress, start=made.peft_dir)
+    result = train_adapter(settings, examples, loaded, work / "peft", progress, start=made.peft_dir,
+                           checks=checks)
     return dataclasses.replace(result, method=method, seconds=result.seconds + made.seconds)
+
+
+def checks_of(held: Sequence[Example]) -> list[Check]:
+    """The held-out phrasings as answer checks: the question, and the key spans a right
+    answer holds (the self-probes' own)."""
+    return [Check(p.question, tuple(p.key_spans)) for p in to_probes(held)]
 
 
 def _export(peft_dir: Path, info: BaseModelInfo, out: Path) -> Path:

@@ -54,3 +54,17 @@ def test_the_share_is_judged_on_real_answers(settings: Settings, base_dir: Path)
 
 def test_no_checks_answer_everything() -> None:
     assert answered_share(None, None, [], "cpu") == 1.0
+
+
+def test_remember_checks_the_held_out_phrasings_it_stores() -> None:
+    from rune_mcp.distill.remember import checks_of
+    from rune_mcp.distill.selfprobes import split_self_probes
+
+    s = Settings(lessons_facts=True)
+    train, held = split_self_probes(compile_lessons(make_trajectory(), s), 0.25)
+    checks = checks_of(held)
+    assert checks and len(checks) == len(held)
+    trained = {ex.prompt for ex in train}
+    for check in checks:
+        assert check.question not in trained  # never trained on these words
+        assert check.keys  # and each has spans a right answer holds
