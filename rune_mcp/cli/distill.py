@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rune_mcp.cli.output import emit_json
+from rune_mcp.cli.output import emit_json, progress
 from rune_mcp.config import Settings
 
 
@@ -27,12 +27,6 @@ def register(sub: Any) -> None:
     remember.set_defaults(func=remember_cmd)
 
 
-def _progress(step: int, total: int, message: str) -> None:
-    # The loss goes to stderr so stdout stays clean for --json.
-    prefix = f"[{step}/{total}] " if total else ""
-    print(f"rune: {prefix}{message}", file=sys.stderr, flush=True)
-
-
 def remember_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.capture import parse_path
     from rune_mcp.capture.control import check, pause_reason
@@ -43,7 +37,7 @@ def remember_cmd(args: argparse.Namespace, settings: Settings) -> int:
     paused = pause_reason(settings, traj.project)
     if paused:  # naming a session is asking for it; say that automatic capture is off
         print(f"rune: {paused[0].upper()}{paused[1:]}", file=sys.stderr, flush=True)
-    result = remember_trajectory(settings, traj, args.method, _progress)
+    result = remember_trajectory(settings, traj, args.method, progress)
     if args.json:
         emit_json(result.to_dict())
         return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from rune_mcp.cli.output import emit_json
+from rune_mcp.cli.output import emit_json, progress
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
 from rune_mcp.library.lineage import METHODS
@@ -31,11 +30,6 @@ def register(sub: Any) -> None:
     evolve.set_defaults(func=evolve_cmd)
 
 
-def _progress(step: int, total: int, message: str) -> None:
-    prefix = f"[{step}/{total}] " if total else ""
-    print(f"rune: {prefix}{message}", file=sys.stderr, flush=True)
-
-
 def evolve_cmd(args: argparse.Namespace, settings: Settings) -> int:
     if args.budget_s is not None and not args.budget_s > 0:
         raise UsageError(f"--budget-s must be a positive number of seconds, got {args.budget_s}.")
@@ -44,7 +38,7 @@ def evolve_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.distill.evolve import evolve_project
 
     result = evolve_project(settings, args.project, args.budget_s, args.method, args.density,
-                            progress=_progress)
+                            progress=progress)
     if args.json:
         emit_json(result.to_dict())
         return 0

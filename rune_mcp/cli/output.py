@@ -23,6 +23,13 @@ def command(
     return parser
 
 
+def progress(step: int, total: int, message: str) -> None:
+    """A long job's progress on stderr (`rune: [3/30] step 3/30 loss 1.2`), so stdout stays
+    clean for --json."""
+    prefix = f"[{step}/{total}] " if total else ""
+    print(f"rune: {prefix}{message}", file=sys.stderr, flush=True)
+
+
 def emit_json(obj: Any) -> None:
     """Print `obj` as JSON on stdout (paths and other objects as strings)."""
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
