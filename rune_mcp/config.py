@@ -155,7 +155,7 @@ class Settings(BaseModel):
     )
     lessons_qa: bool = Field(default=True, description="Compile short question/answer lessons.")
     lessons_facts: bool = Field(
-        default=False,
+        default=True,
         description="Compile each fixed error as a fact asked a dozen ways, both directions, "
         "answered in its first sentence.",
     )
@@ -197,7 +197,7 @@ class Settings(BaseModel):
     )
     max_tokens: int = Field(default=512, ge=1, description="Default generation length.")
     repeat_ngram: int = Field(
-        default=0, ge=0, le=64,
+        default=8, ge=0, le=64,
         description="Repetition guard: no run of this many tokens occurs repeat_times times in "
         "an answer (llama.cpp and transformers; 0 = off).",
     )

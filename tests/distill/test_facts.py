@@ -36,10 +36,10 @@ def test_a_fixed_error_becomes_many_phrasings_in_both_directions() -> None:
             assert any(w in answer for w in ("not `", "replaces `", "instead", "fails with"))
 
 
-def test_facts_are_off_by_default_and_switch_on() -> None:
+def test_facts_are_on_by_default_and_switch_off() -> None:
     traj = make_trajectory()
-    assert not [e for e in compile_lessons(traj, Settings()) if e.kind == "fact"]
-    assert _facts(traj)
+    assert [e for e in compile_lessons(traj, Settings()) if e.kind == "fact"]
+    assert not [e for e in compile_lessons(traj, Settings(lessons_facts=False)) if e.kind == "fact"]
 
 
 def test_the_need_comes_from_the_sessions_own_words() -> None:

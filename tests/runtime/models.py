@@ -32,9 +32,11 @@ PROMPT = [{"role": "user", "content": "Write a Python function that reverses a s
 
 def runtime_settings(home: Path, **overrides: object) -> Settings:
     # One llama.cpp thread: on a busy shared CPU, two threads spin at every barrier and run
-    # about ten times slower than one.
+    # about ten times slower than one. No repetition guard: these backends check the
+    # arithmetic of adapters on plain greedy decoding (tests/runtime/test_repetition.py
+    # checks the guard).
     values: dict[str, object] = {"home": home, "cache_dir": TEST_CACHE, "threads": 1,
-                                 "context_size": 1024, "seed": 0}
+                                 "context_size": 1024, "seed": 0, "repeat_ngram": 0}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
