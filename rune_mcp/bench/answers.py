@@ -12,6 +12,10 @@ the answer by the probe's keys:
 - **not scored**: the probe has no `right_keys` (probe files written before keys existed, and
   the general-knowledge controls).
 
+A multi-session probe needs two sessions' lessons in one answer: its keys come in groups, one
+per lesson (`right_keys_all`), and its answer is right only when it holds a key of every group
+and none of its `wrong_keys` (the habits of both lessons).
+
 Matching is on normalised text, the answer and each key alike: case folded, backticks turned
 into spaces, every run of whitespace made one space, then every space next to a character
 that is neither a word character nor a space dropped (so `tenant = X` and `tenant=X`, or
@@ -96,11 +100,18 @@ class Verdict:
 
 def judge(answer: str, right_keys: Sequence[str], wrong_keys: Sequence[str]) -> Verdict:
     """Right when the answer holds a right key and no wrong one; not scored without keys."""
-    if not right_keys:
+    return judge_groups(answer, (right_keys,) if right_keys else (), wrong_keys)
+
+
+def judge_groups(answer: str, groups: Sequence[Sequence[str]], wrong_keys: Sequence[str]) -> Verdict:
+    """Right when the answer holds a key of every group (one group per lesson) and no wrong
+    key; not scored without groups. `right` lists every right key found, group by group."""
+    if not groups:
         return Verdict(NOT_SCORED)
-    right = tuple(k for k in right_keys if find_key(answer, k))
+    found = [tuple(k for k in group if find_key(answer, k)) for group in groups]
     wrong = tuple(k for k in wrong_keys if find_key(answer, k))
-    return Verdict(RIGHT if right and not wrong else WRONG, right, wrong)
+    verdict = RIGHT if all(found) and not wrong else WRONG
+    return Verdict(verdict, tuple(k for keys in found for k in keys), wrong)
 
 
 # --- degeneration ----------------------------------------------------------------------------------
@@ -144,10 +155,11 @@ def free_answer(scorer: Scorer, probe: Probe, condition: str, max_tokens: int) -
     """The probe asked as an agent asks it, answered by `run_with_memory` under `condition`:
     the same messages as the scored choices without the prefix, greedy; `recalled_adapter`
     lets `run_with_memory` recall by the probe's task (`adapter="auto"`), the other adapter
-    conditions name their adapter, and the rest answer with the bare base."""
+    conditions name their adapter (the composition conditions their ids with scales), and the
+    rest answer with the bare base."""
     from rune_mcp.runtime.run import run_with_memory
 
-    if not probe.right_keys:
+    if not probe.key_groups:
         return {"verdict": NOT_SCORED}
     messages, adapter, _, _ = scorer.plan(probe, condition)
     recalled = condition == "recalled_adapter"
@@ -158,7 +170,7 @@ def free_answer(scorer: Scorer, probe: Probe, condition: str, max_tokens: int) -
         adapter="auto" if recalled else (adapter or "none"), max_tokens=max_tokens,
         backend=scorer.backend, messages=chat,
     )
-    verdict = judge(result.text, probe.right_keys, probe.wrong_keys)
+    verdict = judge_groups(result.text, probe.key_groups, probe.wrong_keys)
     return {
         "verdict": verdict.verdict,
         "right_keys_found": list(verdict.right),

@@ -6,8 +6,11 @@ else. This generator invents projects whose conventions differ from what a model
 attempt -> error -> fix, as Claude Code JSONL transcripts with the noise real ones carry
 (progress lines, assistant messages split over lines, thinking, long tool output, unrelated
 steps), and writes probes (`probes.jsonl`) that ask for the same knowledge in other words,
-plus general-knowledge control probes. Later sessions of a project build on earlier ones:
-they use what was learned before without error. Same seed, same bytes.
+plus general-knowledge control probes, and then multi-session probes: one task whose answer
+needs two sessions' lessons of a project (`rune_mcp.bench.multiprobes`, drawn from their own
+random stream after the rest, so a seed's sessions and other probes keep their bytes). Later
+sessions of a project build on earlier ones: they use what was learned before without error.
+Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rune_mcp.bench.multiprobes import SessionPlan, project_probes, stream
 from rune_mcp.bench.quirks import KINDS, Call, ProbeSpec, Project, Quirk, bash, edit, passing, read
 from rune_mcp.capture.write import ClaudeWriter
 from rune_mcp.config import Settings
@@ -272,11 +276,13 @@ def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> 
     sessions: list[dict[str, Any]] = []
     probes: list[Probe] = []
     files: dict[str, str] = {}
+    plans: list[tuple[str, list[SessionPlan]]] = []
     for p in range(projects):
         picked = [kinds[(p * QUIRKS_PER_PROJECT + i) % len(kinds)] for i in range(QUIRKS_PER_PROJECT)]
         proj, quirks = plan_quirks(rng, make_project(rng, used), picked)
         known: list[Quirk] = []
         previous: tuple[str, str] | None = None
+        plans.append((proj.name, []))
         for s, group in enumerate(group_sessions(quirks)):
             name = f"{proj.name}-{s + 1:02d}"
             session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -298,15 +304,20 @@ def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> 
                        for q in group for k, spec in enumerate(q.probes)]
             known += group
             previous = (name, task.split(".")[0])
+            plans[-1][1].append((name, group))
     for i, (question, prefix, answer, wrong) in enumerate(rng.sample(GENERAL, min(general, len(GENERAL)))):
         spec = ProbeSpec(question, question, prefix, answer, wrong)
         probes.append(make_probe(rng, f"general-{i + 1:02d}", spec, None, None))
+    multi_rng = stream(seed)
+    multi = [probe for name, plan in plans for probe in project_probes(multi_rng, name, plan)]
+    probes += multi
     manifest = {
         "format_version": DATASET_VERSION,
         "seed": seed,
         "projects": projects,
         "sessions": sessions,
         "probe_count": len(probes),
+        "multi_session_probe_count": len(multi),
         "kinds": sorted({k for s in sessions for k in s["quirks"]}),
     }
     (out / "sessions").mkdir(parents=True, exist_ok=True)
@@ -334,7 +345,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     manifest = generate(args.out, args.projects, args.seed, args.general)
     print(
         f"wrote {len(manifest['sessions'])} sessions of {args.projects} projects and "
-        f"{manifest['probe_count']} probes ({len(manifest['kinds'])} kinds of quirk, seed "
-        f"{args.seed}) to {args.out}"
+        f"{manifest['probe_count']} probes ({manifest['multi_session_probe_count']} of them "
+        f"multi-session; {len(manifest['kinds'])} kinds of quirk, seed {args.seed}) to {args.out}"
     )
     return 0

@@ -29,6 +29,7 @@ from rune_mcp.runtime.scoring import ChoiceScores, Scorable, score_choices
 
 PROBES_VERSION = 1
 GENERAL_TOKENS = 40
+MULTI_FIELDS = ("source_sessions", "right_keys_all")
 
 
 class ProbeMessage(BaseModel):
@@ -56,6 +57,12 @@ class Probe(BaseModel):
     # files written before these existed load with none: their free answers are not scored.
     right_keys: tuple[str, ...] = ()
     wrong_keys: tuple[str, ...] = ()
+    # A multi-session probe (`rune bench make-dataset`) needs what several sessions taught:
+    # `source_sessions` names them (`source_session` is the last), and a free answer is right
+    # only with a key of every group of `right_keys_all` (one group per lesson) and no wrong
+    # key. Both are empty for any other probe, and its file line leaves them out.
+    source_sessions: tuple[str, ...] = ()
+    right_keys_all: tuple[tuple[str, ...], ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -85,22 +92,59 @@ class Probe(BaseModel):
 
     @model_validator(mode="after")
     def _keys(self) -> Probe:
-        if any(not key.strip() for key in (*self.right_keys, *self.wrong_keys)):
-            raise ValueError("right_keys and wrong_keys hold non-empty strings")
-        if self.wrong_keys and not self.right_keys:
+        grouped = [key for group in self.right_keys_all for key in group]
+        if any(not key.strip() for key in (*self.right_keys, *self.wrong_keys, *grouped)):
+            raise ValueError("right_keys, right_keys_all and wrong_keys hold non-empty strings")
+        if any(not group for group in self.right_keys_all):
+            raise ValueError("every group of right_keys_all holds a key")
+        if self.right_keys and self.right_keys_all:
+            raise ValueError("give right_keys (one lesson) or right_keys_all (one group per "
+                             "lesson), not both")
+        if self.wrong_keys and not self.key_groups:
             raise ValueError("a probe with wrong_keys needs right_keys as well")
+        return self
+
+    @model_validator(mode="after")
+    def _sessions(self) -> Probe:
+        sessions = self.source_sessions
+        if not sessions:
+            return self
+        if len(sessions) < 2 or len(set(sessions)) != len(sessions) or not all(sessions):
+            raise ValueError("source_sessions names two or more distinct sessions")
+        if self.source_session != sessions[-1]:
+            raise ValueError("source_session is the last of source_sessions")
         return self
 
     @property
     def correct(self) -> str:
         return self.choices[self.answer]
 
+    @property
+    def key_groups(self) -> tuple[tuple[str, ...], ...]:
+        """The right keys, one group per lesson the answer needs (none: not scored freely)."""
+        if self.right_keys_all:
+            return self.right_keys_all
+        return (self.right_keys,) if self.right_keys else ()
+
+    @property
+    def multi_session(self) -> bool:
+        return bool(self.source_sessions)
+
+    @property
+    def sessions(self) -> tuple[str, ...]:
+        """Every session whose lesson the probe asks for (none for a control probe)."""
+        if self.source_sessions:
+            return self.source_sessions
+        return (self.source_session,) if self.source_session else ()
+
     def chat(self) -> list[Message]:
         return [m.model_dump() for m in self.messages]
 
     def jsonl(self) -> str:
-        """The probe as one `probes.jsonl` line (fields in order, non-ASCII kept)."""
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False) + "\n"
+        """The probe as one `probes.jsonl` line (fields in order, non-ASCII kept); the
+        multi-session fields only where set, so other probes keep the bytes they had."""
+        unset = {name for name in MULTI_FIELDS if not getattr(self, name)}
+        return json.dumps(self.model_dump(mode="json", exclude=unset), ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True)
