@@ -16,7 +16,8 @@ on the same served weights (llama.cpp, `Backend.logits` and `run_with_memory`):
 
 An adapter's figures are its NLL minus the base's (positive: general text became less likely)
 and its passed coding questions against the base's. `rune bench memory` reports them for
-each adapter condition; `rune bench general --adapter ID|none` for one adapter of the library.
+each adapter condition (a composition condition's run-time sum measured as the sum it
+applies); `rune bench general --adapter ID|none` for one adapter of the library.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rune_mcp.bench.compose import COMPOSE_CONDITIONS
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
 from rune_mcp.fsutil import atomic_write_text
@@ -173,8 +175,8 @@ class Guard:
         return self._pairs
 
     def measure(self, adapter_id: str | None) -> dict[str, Any]:
-        """NLL on both corpora and coding results under `adapter_id` (None: the bare base);
-        each adapter is measured once per guard."""
+        """NLL on both corpora and coding results under `adapter_id` (None: the bare base;
+        ids with scales: that run-time composition); each is measured once per guard."""
         if adapter_id not in self._measured:
             self._measured[adapter_id] = self._measure(adapter_id)
         return self._measured[adapter_id]
@@ -184,8 +186,7 @@ class Guard:
         from rune_mcp.library import Library
         from rune_mcp.runtime.run import run_with_memory
 
-        adapters = ([] if adapter_id is None else
-                    [(AdapterSpec.from_record(Library.open(self.settings).get(adapter_id)), 1.0)])
+        adapters = [] if adapter_id is None else self._target(Library.open(self.settings), adapter_id)
         stdlib, stdlib_n = corpus_nll(self.backend, self.tokens, adapters)
         answers, answers_n = answers_nll(self.backend, self.pairs(), adapters)
         coding = []
@@ -198,6 +199,13 @@ class Guard:
                 "nll_answers": round(answers, 5), "answer_tokens": answers_n,
                 "coding_passed": sum(c["passed"] for c in coding), "coding_total": len(coding),
                 "coding": coding}
+
+    def _target(self, lib: Any, adapter: str) -> list[tuple[AdapterSpec, float]]:
+        from rune_mcp.runtime.compose import given, is_composition, parse_parts
+
+        if is_composition(adapter):
+            return given(lib, parse_parts(adapter), self.backend.fingerprint).target()
+        return [(AdapterSpec.from_record(lib.get(adapter)), 1.0)]
 
     def compare(self, adapter_id: str | None) -> dict[str, Any]:
         """An adapter's measures with their differences from the base's."""
@@ -235,8 +243,9 @@ def condition_guard(guard: Guard, rows: Sequence[dict[str, Any]],
     say(f"general: base NLL {base['nll_stdlib']:.3f} (stdlib), {base['nll_answers']:.3f} (answers), "
         f"coding {base['coding_passed']}/{base['coding_total']}")
     used: dict[str, list[str]] = {}
+    measured = (*ADAPTER_CONDITIONS, *COMPOSE_CONDITIONS)
     for row in rows:
-        if row["condition"] in ADAPTER_CONDITIONS and row.get("adapter_id"):
+        if row["condition"] in measured and row.get("adapter_id"):
             used.setdefault(row["condition"], [])
             if row["adapter_id"] not in used[row["condition"]]:
                 used[row["condition"]].append(row["adapter_id"])
@@ -248,7 +257,8 @@ def condition_guard(guard: Guard, rows: Sequence[dict[str, Any]],
             f"{part['nll_answers_delta']:+.4f} (answers), coding {part['coding_passed']}/"
             f"{part['coding_total']}")
     conditions = {}
-    for cond in ADAPTER_CONDITIONS:
+    # the composition conditions where the run scored them (the default run has none)
+    for cond in (*ADAPTER_CONDITIONS, *(c for c in COMPOSE_CONDITIONS if c in used)):
         ids = used.get(cond, [])
         parts = [adapters[a] for a in ids]
         conditions[cond] = {

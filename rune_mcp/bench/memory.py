@@ -15,6 +15,13 @@ Every `DIR/*.jsonl` session is remembered into a temporary library (the same
 General-knowledge probes (no source session) are scored the same way: `oracle_adapter` is the
 base model for them, and `mismatched_adapter` any adapter, to show what an adapter costs.
 
+Four more conditions compose a project's adapters (`rune_mcp.bench.compose`, named with
+`--conditions`): `best_single`, `project_sum`, `project_ties` and `evolved`. Multi-session
+probes (a task needing two sessions' lessons, `rune_mcp.bench.multiprobes`) are scored under
+every condition and reported apart from the single-session and control probes, so what a
+composition adds on the one and costs on the others shows: `full_context` puts each of their
+sessions' texts in the prompt, `oracle_adapter` is their later session's adapter.
+
 Every probe with keys is also asked as an agent asks it and answered freely through
 `run_with_memory` (`rune_mcp.bench.answers`): both accuracies, the share of degenerate answers
 and their length are reported side by side. Each adapter the adapter conditions used is then
@@ -38,6 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.bench.answers import summarize_free
+from rune_mcp.bench.compose import (
+    COMPOSE_CONDITIONS,
+    EVOLVE_BUDGET_S,
+    QUICK_EVOLVE,
+    QUICK_EVOLVE_BUDGET_S,
+    Compositions,
+)
 from rune_mcp.bench.quirks import KINDS
 from rune_mcp.config import Settings
 from rune_mcp.distill.probes import Probe, load_probes
@@ -47,10 +61,12 @@ from rune_mcp.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("none", "rag", "full_context", "recalled_adapter", "oracle_adapter", "mismatched_adapter")
+ALL_CONDITIONS = CONDITIONS + COMPOSE_CONDITIONS
 CONTEXT_HEADER = "Notes from an earlier session in this project:\n\n"
 OUTPUT_CHARS = 600  # tool output kept per step in the rendered trajectory text
 QUICK_PROJECTS = 2
 QUICK_SESSIONS_PER_PROJECT = 1
+QUICK_COMPOSE_SESSIONS_PER_PROJECT = 2  # a composition needs two adapters of a project
 QUICK_GENERAL = 4
 QUICK_STEPS = 12
 QUICK_BATCH_TOKENS = 512
@@ -119,17 +135,20 @@ def with_context(messages: list[dict[str, str]], text: str) -> list[dict[str, st
 # --- remembering -----------------------------------------------------------------------------------
 
 
-def select_sessions(paths: list[Path], quick: bool, projects: int | None = None) -> list[Path]:
+def select_sessions(paths: list[Path], quick: bool, projects: int | None = None,
+                    compose: bool = False) -> list[Path]:
     """The sessions to remember: all of them; with `projects`, every session of the first N
     projects (grouped by the generator's `<project>-NN` file naming); for `--quick`, the first
-    session of the first two projects (otherwise the first two files)."""
+    session of the first two projects (two of each with `compose`, for the composition
+    conditions; otherwise the first two files)."""
     if not quick and projects is None:
         return paths
     by_project: dict[str, list[Path]] = {}
     for p in paths:
         by_project.setdefault(re.sub(r"-\d+$", "", p.stem), []).append(p)
     count = QUICK_PROJECTS if projects is None else projects
-    per_project = QUICK_SESSIONS_PER_PROJECT if quick else None
+    quick_each = QUICK_COMPOSE_SESSIONS_PER_PROJECT if compose else QUICK_SESSIONS_PER_PROJECT
+    per_project = quick_each if quick else None
     chosen = [p for group in list(by_project.values())[:count] for p in group[:per_project]]
     return chosen if len(chosen) >= 2 else paths[:2]
 
@@ -179,18 +198,33 @@ class Scorer:
         # room for the question, prefix and choice; quick runs keep contexts short to stay fast
         self.budget = settings.context_size - 512 if not quick else QUICK_CONTEXT_TOKENS
         self.texts = {s.name: trajectory_text(s.traj) for s in sessions}
+        self.compose: Compositions | None = None  # made when a composition condition is scored
 
-    def _spec(self, adapter_id: str | None) -> list[Any]:
+    def compositions(self, evolve_budget_s: float, say: Callable[[str], None]) -> Compositions:
+        if self.compose is None:
+            adapters = {s.name: s.adapter_id for s in self.sessions.values()}
+            self.compose = Compositions(self.settings, self.lib, self.backend, adapters,
+                                        evolve_budget_s, say)
+        return self.compose
+
+    def _spec(self, adapter: str | None) -> list[Any]:
+        """What the backend applies for an adapter argument: one id, or ids with scales."""
         from rune_mcp.runtime.base import AdapterSpec
+        from rune_mcp.runtime.compose import given, is_composition, parse_parts
 
-        if adapter_id is None:
+        if adapter is None:
             return []
-        return [(AdapterSpec.from_record(self.lib.get(adapter_id)), 1.0)]
+        if is_composition(adapter):
+            return given(self.lib, parse_parts(adapter), self.backend.fingerprint).target()
+        return [(AdapterSpec.from_record(self.lib.get(adapter)), 1.0)]
 
-    def _context(self, name: str | None) -> tuple[str | None, int]:
-        if name is None or name not in self.texts:
+    def _context(self, names: Sequence[str | None]) -> tuple[str | None, int]:
+        """The sessions' texts for the prompt, each cut to its share of the budget."""
+        known = [n for n in names if n is not None and n in self.texts]
+        if not known:
             return None, 0
-        text = self.backend.truncate_tokens(self.texts[name], self.budget)
+        share = self.budget // len(known)
+        text = "\n\n---\n\n".join(self.backend.truncate_tokens(self.texts[n], share) for n in known)
         return text, self.backend.count_tokens(text)
 
     def _mismatched(self, probe: Probe) -> str | None:
@@ -220,12 +254,18 @@ class Scorer:
         source = self.sessions.get(probe.source_session or "")
         extra: dict[str, Any] = {}
         if condition in ("rag", "full_context"):
-            name = (
-                self._best_match(probe.task) if condition == "rag" else (source.name if source else None)
-            )
-            extra["context_session"] = name
-            text, tokens = self._context(name)
+            # a multi-session probe's full context is each of its sessions' texts
+            names = [self._best_match(probe.task)] if condition == "rag" else list(probe.sessions)
+            extra["context_session"] = "+".join(n for n in names if n) or None
+            text, tokens = self._context(names)
             return (with_context(messages, text) if text else messages), None, tokens, extra
+        if condition in COMPOSE_CONDITIONS:
+            if self.compose is None:
+                raise UsageError(f"the {condition} condition needs the run's compositions; "
+                                 "score it through run_memory.")
+            if condition != "best_single":  # recall chooses that one, from any project
+                extra["project"] = self.compose.project_of(probe)
+            return messages, self.compose.adapter(condition, probe), 0, extra
         if condition == "recalled_adapter":
             adapter, similarity = self._recalled(probe.task)
             extra["similarity"] = None if similarity is None else round(similarity, 4)
@@ -245,6 +285,7 @@ class Scorer:
             "probe_id": probe.id,
             "condition": condition,
             "source_session": probe.source_session,
+            **({"source_sessions": list(probe.source_sessions)} if probe.multi_session else {}),
             "correct": res.rank(probe.answer) == 1,
             "scores": [round(s, 4) for s in res.scores],
             "adapter_id": adapter,
@@ -285,10 +326,21 @@ def kind_of(probe_id: str) -> str | None:
     return next((k for k in KINDS if f"-{k}-" in probe_id), None)
 
 
+def probe_type(row: dict[str, Any]) -> str:
+    """`single` (one session's lesson), `multi` (several sessions' lessons) or `control`."""
+    if row.get("source_sessions"):
+        return "multi"
+    return "control" if row["source_session"] is None else "single"
+
+
 def summarize(results: list[dict[str, Any]], sessions: list[Session]) -> dict[str, Any]:
+    """`accuracy` and `free_accuracy` are the single-session probes', `general_accuracy` the
+    control probes'; `multi_accuracy` and `multi_free_accuracy` the multi-session probes',
+    where the run has any."""
     conditions = list(dict.fromkeys(r["condition"] for r in results))
-    knowledge = [r for r in results if r["source_session"] is not None]
-    general = [r for r in results if r["source_session"] is None]
+    knowledge = [r for r in results if probe_type(r) == "single"]
+    multi = [r for r in results if probe_type(r) == "multi"]
+    general = [r for r in results if probe_type(r) == "control"]
     oracle = {s.name: s.adapter_id for s in sessions}
     summary: dict[str, Any] = {
         "accuracy": {c: _acc([r for r in knowledge if r["condition"] == c]) for c in conditions},
@@ -299,6 +351,10 @@ def summarize(results: list[dict[str, Any]], sessions: list[Session]) -> dict[st
             for c in conditions
         },
     }
+    if multi:
+        summary["multi_accuracy"] = {c: _acc([r for r in multi if r["condition"] == c])
+                                     for c in conditions}
+        summary["multi_free_accuracy"] = summarize_free(multi, _acc)
     recalled = [r for r in knowledge if r["condition"] == "recalled_adapter"]
     if recalled:
         summary["recall"] = {
@@ -331,7 +387,60 @@ def summarize(results: list[dict[str, Any]], sessions: list[Session]) -> dict[st
         "seconds_mean": round(_mean([s.seconds for s in sessions]), 2),
         "examples_mean": round(_mean([s.examples for s in sessions]), 1),
     }
+    compared = compositions_compared(results, conditions)
+    if compared:
+        summary["compositions_compared"] = compared
     return summary
+
+
+# (probe type, condition compared, against): what a composition adds where a task needs two
+# sessions, and what it costs a session's own probes against that session's adapter
+COMPARISONS = (
+    *(("multi", c, "best_single") for c in COMPOSE_CONDITIONS if c != "best_single"),
+    *(("single", c, "oracle_adapter") for c in COMPOSE_CONDITIONS),
+)
+
+
+def compositions_compared(results: list[dict[str, Any]], conditions: Sequence[str]) -> dict[str, Any]:
+    """Per comparison of `COMPARISONS` both of whose conditions ran: the mean difference in
+    points on the same probes (condition minus the one it is compared with), scored and free,
+    with a paired 95% bootstrap interval (probes resampled with their pairs kept together)."""
+    out: dict[str, Any] = {}
+    for kind, cond, against in COMPARISONS:
+        if cond not in conditions or against not in conditions:
+            continue
+        rows = [r for r in results if probe_type(r) == kind]
+        out[f"{kind}: {cond} - {against}"] = {
+            "scored": paired_points(rows, cond, against, lambda r: bool(r["correct"])),
+            "free": paired_points(rows, cond, against, _free_right),
+        }
+    return out
+
+
+def _free_right(row: dict[str, Any]) -> bool | None:
+    verdict = (row.get("free") or {}).get("verdict")
+    return None if verdict in (None, "not scored") else verdict == "right"
+
+
+def paired_points(rows: list[dict[str, Any]], cond: str, against: str,
+                  correct: Callable[[dict[str, Any]], bool | None], reps: int = 2000) -> dict[str, Any]:
+    """{n, points, ci95}: 100 x the mean of correct(cond) - correct(against) over the probes
+    both judged (None: not judged), and its paired bootstrap interval."""
+    import numpy as np
+
+    def by_probe(name: str) -> dict[str, bool]:
+        return {r["probe_id"]: v for r in rows if r["condition"] == name
+                and (v := correct(r)) is not None}
+
+    a, b = by_probe(cond), by_probe(against)
+    ids = sorted(a.keys() & b.keys())
+    if not ids:
+        return {"n": 0, "points": None, "ci95": None}
+    diff = np.asarray([float(a[i]) - float(b[i]) for i in ids])
+    means = diff[np.random.default_rng(0).integers(0, len(diff), size=(reps, len(diff)))].mean(axis=1)
+    return {"n": len(ids), "points": round(100 * float(diff.mean()), 2),
+            "ci95": [round(100 * float(np.percentile(means, 2.5)), 2),
+                     round(100 * float(np.percentile(means, 97.5)), 2)]}
 
 
 def _mean(values: Sequence[float | int | bool]) -> float:
@@ -359,16 +468,19 @@ def bench_settings(
     values["train_steps"] = steps
     if quick:
         values.setdefault("train_batch_tokens", min(settings.train_batch_tokens, QUICK_BATCH_TOKENS))
+        for key, value in QUICK_EVOLVE.items():
+            values.setdefault(key, value)
     return settings.with_overrides(**values)
 
 
 def select_probes(
     probes: Sequence[Probe], names: set[str], quick: bool, subset: bool = False
 ) -> list[Probe]:
-    """The probes of the remembered sessions, and the general controls (a few for `--quick`)."""
-    kept = [p for p in probes if p.source_session in names]
+    """The probes of the remembered sessions (a multi-session probe when all its sessions are),
+    and the general controls (a few for `--quick`)."""
+    kept = [p for p in probes if p.source_session is not None and set(p.sessions) <= names]
     general = [p for p in probes if p.source_session is None]
-    missing = {p.source_session for p in probes if p.source_session} - names
+    missing = {s for p in probes for s in p.sessions} - names
     if missing and not (quick or subset):
         log.warning("%d probes name sessions that are not in the sessions folder; skipped", len(missing))
     return kept + (general[:QUICK_GENERAL] if quick else general)
@@ -385,26 +497,34 @@ def run_memory(
     subset: bool = False,
     seed: int | None = None,
     general: bool = True,
+    evolve_budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Remember `paths` into a temporary library, score `probes` under `conditions` as scored
-    choices and as free answers, and (with `general`) measure each adapter's general ability."""
+    choices and as free answers, and (with `general`) measure each adapter's general ability.
+    `evolve_budget_s` is the evolved condition's search time per project."""
     from rune_mcp.bench.answers import FREE_TOKENS, QUICK_FREE_TOKENS, free_answer
     from rune_mcp.runtime import close_backends
 
     start = time.perf_counter()
     free_tokens = QUICK_FREE_TOKENS if quick else FREE_TOKENS
     guard: dict[str, Any] | None = None
+    budget = evolve_budget_s or (QUICK_EVOLVE_BUDGET_S if quick else EVOLVE_BUDGET_S)
+    composed = [c for c in conditions if c in COMPOSE_CONDITIONS]
     with tempfile.TemporaryDirectory(prefix="rune-bench-") as tmp:
         local = bench_settings(settings, Path(tmp) / "home", quick, overrides, seed)
         sessions = remember_all(local, paths, say)
         remembered = time.perf_counter() - start
         chosen = select_probes(probes, {s.name for s in sessions}, quick, subset)
         scorer = Scorer(local, sessions, quick)
+        if composed:
+            scorer.compositions(budget, say).check(composed)
         results = []
         # Condition by condition, probes in session order: consecutive probes then share a
         # session's text (or an adapter and chat prefix), which the scorer does not evaluate again.
         ordered = sorted(chosen, key=lambda p: (p.source_session or "~", p.id))
-        for condition in conditions:
+        # the composition conditions last: a stored merge is indexed like any adapter, and would
+        # change what recalled_adapter and rag retrieve
+        for condition in [c for c in conditions if c not in COMPOSE_CONDITIONS] + composed:
             rows = [scorer.score(probe, condition) for probe in ordered]
             # after all the scored choices: a generation empties the KV rows they share
             for row, probe in zip(rows, ordered, strict=True):
@@ -441,6 +561,11 @@ def run_memory(
         "threads": local.threads,
         "seconds": {"remember": round(remembered, 1), "total": round(time.perf_counter() - start, 1)},
     }
+    if scorer.compose is not None:
+        config["evolve"] = {"budget_s": budget, "generations": local.evolve_generations,
+                            "answer_tokens": local.evolve_answer_tokens,
+                            "drift_tokens": local.evolve_drift_tokens}
+        config["compositions"] = scorer.compose.to_dict()
     summary = summarize(results, sessions)
     out = {"config": config, "results": results, "summary": summary}
     if guard is not None:
@@ -492,7 +617,15 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--conditions",
         metavar="A,B",
-        help=f"only these conditions, comma-separated (default all: {','.join(CONDITIONS)})",
+        help=f"only these conditions, comma-separated (default: {','.join(CONDITIONS)}; the "
+        f"composition conditions {','.join(COMPOSE_CONDITIONS)} run only when named)",
+    )
+    p.add_argument(
+        "--evolve-budget-s",
+        type=float,
+        metavar="N",
+        help=f"seconds the evolved condition searches per project (default {EVOLVE_BUDGET_S:g}, "
+        f"{QUICK_EVOLVE_BUDGET_S:g} with --quick)",
     )
     p.add_argument(
         "--no-general",
@@ -541,10 +674,10 @@ def _conditions(text: str | None) -> tuple[str, ...]:
     if not text:
         return CONDITIONS
     chosen = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
-    unknown = [c for c in chosen if c not in CONDITIONS]
+    unknown = [c for c in chosen if c not in ALL_CONDITIONS]
     if unknown or not chosen:
         raise UsageError(f"--conditions {text!r} names no condition or unknown ones ({unknown}); "
-                         f"choose among {', '.join(CONDITIONS)}.")
+                         f"choose among {', '.join(ALL_CONDITIONS)}.")
     return chosen
 
 
@@ -565,7 +698,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     probes = load_probes(args.probes).probes
     if args.projects is not None and args.projects < 1:
         raise UsageError(f"--projects must be at least 1, not {args.projects}; leave it out for all.")
-    paths = select_sessions(paths, args.quick, args.projects)
+    budget = args.evolve_budget_s
+    if budget is not None and not budget > 0:
+        raise UsageError(f"--evolve-budget-s must be a positive number of seconds, got {budget}.")
+    conditions = ABLATION_CONDITIONS if args.ablation else _conditions(args.conditions)
+    paths = select_sessions(paths, args.quick, args.projects,
+                            compose=any(c in COMPOSE_CONDITIONS for c in conditions))
     subset = args.projects is not None
     if args.ablation:
         runs = {}
@@ -582,8 +720,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if args.report:
                 write_ablation_report(runs, args.report)
     else:
-        data = run_memory(settings, paths, probes, _conditions(args.conditions), args.quick, None,
-                          _say, subset, args.seed, general=not args.no_general)
+        data = run_memory(settings, paths, probes, conditions, args.quick, None,
+                          _say, subset, args.seed, general=not args.no_general,
+                          evolve_budget_s=budget)
         _write_json(args.json, data)
         if args.report:
             write_report(data, args.report)

@@ -86,6 +86,71 @@ def condition_table(summary: dict[str, Any]) -> Table:
     )
 
 
+def probe_type_table(summary: dict[str, Any]) -> Table | None:
+    """Per condition, the single-session, multi-session and control probes apart: what a
+    condition adds on the one and costs on the others (None for runs without multi-session
+    probes)."""
+    multi = summary.get("multi_accuracy")
+    if not multi:
+        return None
+    free, multi_free = summary.get("free_accuracy", {}), summary.get("multi_free_accuracy", {})
+    rows = []
+    for cond, acc in summary["accuracy"].items():
+        rows.append([cond, _with_ci(acc), _with_ci(free.get(cond, {})),
+                     _with_ci(multi.get(cond, {})), _with_ci(multi_free.get(cond, {})),
+                     _with_ci(summary["general_accuracy"].get(cond, {}))])
+    return (["condition", "single-session: scored (95% CI, n)", "single-session: free",
+             "multi-session: scored", "multi-session: free", "control: scored"], rows)
+
+
+def _with_ci(acc: dict[str, Any]) -> str:
+    if acc.get("accuracy") is None:
+        return "-"
+    return f"{_pct(acc['accuracy'])} ({_ci(acc)}, n={acc['n']})"
+
+
+def compared_table(summary: dict[str, Any]) -> Table | None:
+    """The composition conditions against the best single adapter (multi-session probes) and
+    against each session's own adapter (single-session probes), in points, paired."""
+    compared = summary.get("compositions_compared")
+    if not compared:
+        return None
+    rows = [[name, _points(part["scored"]), _points(part["free"])] for name, part in compared.items()]
+    return (["probes: condition - compared with", "scored choices, points (paired 95% CI, n)",
+             "free answers, points (paired 95% CI, n)"], rows)
+
+
+def _points(part: dict[str, Any]) -> str:
+    if part.get("points") is None:
+        return "-"
+    low, high = part["ci95"]
+    return f"{part['points']:+.1f} ({low:+.1f} to {high:+.1f}, n={part['n']})"
+
+
+def composition_lines(config: dict[str, Any]) -> list[str]:
+    """What the composition conditions applied, project by project."""
+    lines = []
+    for project, part in (config.get("compositions") or {}).items():
+        ids = part["adapters"]
+        head = f"- {project}: {len(ids)} adapter{'s' if len(ids) != 1 else ''}"
+        if part.get("sum_scale") is not None:
+            head += f", summed at scale {part['sum_scale']:g} each"
+        if part.get("ties"):
+            head += (f"; ties merge {part['ties']['adapter_id'][:12]} (weights 1, density "
+                     f"{part['ties']['density']:g})")
+        lines.append(head)
+        evolved = part.get("evolved")
+        if evolved:
+            best = evolved["best"]
+            fit = "-" if best is None else f"{best['fitness']:.4f}"
+            answer = "its stored merge" if evolved["merged"] else "its best single adapter"
+            lines.append(f"- {project}, evolved: {evolved['evaluations']} compositions in "
+                         f"{evolved['seconds']:.0f} s ({evolved['status']}), fittest composition "
+                         f"{fit} against best single {evolved['best_single']['fitness']:.4f}; "
+                         f"answered with {answer} {evolved['adapter_id'][:12]}")
+    return lines
+
+
 def _free_n(free: dict[str, Any]) -> str:
     if not free:
         return "-"
@@ -270,6 +335,14 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
     general_md = ([] if general is None else
                   ["## General ability, adapter against base", "", markdown_table(general), "",
                    *_general_lines(summary, data.get("general", {}).get("corpus")), ""])
+    types = probe_type_table(summary)
+    compared = compared_table(summary)
+    composed = composition_lines(config)
+    types_md = ([] if types is None else
+                ["## Single-session, multi-session and control probes", "", markdown_table(types), ""])
+    composed_md = [] if not composed else ["## Compositions", "", *composed, ""]
+    if compared is not None:
+        composed_md = [*composed_md, "## Compositions compared, paired", "", markdown_table(compared), ""]
     md = [
         "# rune bench memory",
         "",
@@ -279,6 +352,8 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         "",
         *facts,
         "",
+        *types_md,
+        *composed_md,
         "## Accuracy per kind of quirk",
         "",
         markdown_table(kind_table(summary)),
@@ -298,7 +373,14 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         f"<h1>rune bench memory</h1><h2>Accuracy per condition</h2>"
         f"{html_table(condition_table(summary))}<ul>"
         + "".join(f"<li>{html.escape(f[2:])}</li>" for f in facts)
-        + f"</ul><h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}"
+        + "</ul>"
+        + ("" if types is None else
+           f"<h2>Single-session, multi-session and control probes</h2>{html_table(types)}")
+        + ("" if not composed else
+           "<h2>Compositions</h2><ul>" + "".join(f"<li>{html.escape(c[2:])}</li>" for c in composed)
+           + "</ul>")
+        + ("" if compared is None else f"<h2>Compositions compared, paired</h2>{html_table(compared)}")
+        + f"<h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}"
         + (f"<h2>Free-answer accuracy per kind of quirk</h2>{html_table(kind_table(summary, 'free_by_kind'))}"
            if summary.get("free_by_kind") else "")
         + ("" if general is None else
