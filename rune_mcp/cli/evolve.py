@@ -8,7 +8,6 @@ from typing import Any
 from rune_mcp.cli.output import emit_json, progress
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
-from rune_mcp.library.lineage import METHODS
 
 
 def register(sub: Any) -> None:
@@ -19,9 +18,12 @@ def register(sub: Any) -> None:
                         "or the library's only project)")
     evolve.add_argument("--budget-s", type=float, metavar="N",
                         help="seconds to search (default: the evolve_budget_s setting)")
-    evolve.add_argument("--method", choices=METHODS, default="cat",
-                        help="how the fittest composition is stored (default cat: exactly the "
-                        "sum that was scored; another method is scored again once stored)")
+    # the method names are checked when the command runs: importing the library to list
+    # them here would load it for every command, `rune hook` included
+    evolve.add_argument("--method", default="cat",
+                        help="how the fittest composition is stored: cat (default; exactly the "
+                        "sum that was scored) or another method of `rune adapters merge`, "
+                        "scored again once stored")
     evolve.add_argument("--density", type=float,
                         help="share of entries kept by ties, dare_ties and dare_linear (0-1]")
     evolve.add_argument("--queue", action="store_true",
@@ -31,6 +33,11 @@ def register(sub: Any) -> None:
 
 
 def evolve_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.library.lineage import METHODS
+
+    if args.method not in METHODS:
+        raise UsageError(f"--method {args.method!r} is not a merge method; choose among "
+                         f"{', '.join(METHODS)}.")
     if args.budget_s is not None and not args.budget_s > 0:
         raise UsageError(f"--budget-s must be a positive number of seconds, got {args.budget_s}.")
     if args.queue:

@@ -205,6 +205,8 @@ def test_evolve_refuses_a_project_with_fewer_than_two_adapters(
     assert "no adapter of project 'nowhere'" in capsys.readouterr().err
     assert main(["evolve", "--project", "harbor", "--method", "ties"]) == 2
     assert "needs --density" in capsys.readouterr().err
+    assert main(["evolve", "--project", "harbor", "--method", "mean"]) == 2
+    assert "'mean' is not a merge method; choose among" in capsys.readouterr().err
 
 
 def test_an_evolve_job_runs_in_the_queue_and_is_queued_after_every_n_sessions(
