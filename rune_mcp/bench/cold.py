@@ -116,6 +116,8 @@ def command_env(settings: Settings, home: Path, cache: Path, transcripts: Path) 
     """The environment of a timed command: this process's models, the throw-away library."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNE_")}
     for field in CARRIED:
+        if field == "threads" and settings.sources.get("threads", "default") == "default":
+            continue  # unset, the timed commands choose their threads from the idle cores
         value = getattr(settings, field)
         env[f"RUNE_{field.upper()}"] = "" if value is None else str(value)
     env.update({"RUNE_HOME": str(home), "RUNE_CACHE_DIR": str(cache), "RUNE_CHROMA_URL": "",

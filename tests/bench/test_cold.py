@@ -51,3 +51,12 @@ def test_cold_bench_refuses_unknown_commands(capsys: pytest.CaptureFixture[str])
     assert main(["bench", "cold", "--commands", "run,serve"]) == 2
     err = capsys.readouterr().err
     assert "--commands takes names among run, recall, hook" in err and "Traceback" not in err
+
+
+def test_threads_are_carried_only_when_set(tmp_path: Path) -> None:
+    from rune_mcp.bench.cold import command_env
+
+    unset = command_env(load_settings({}), tmp_path, tmp_path, tmp_path)
+    assert "RUNE_THREADS" not in unset  # the timed commands pick the idle cores themselves
+    chosen = command_env(load_settings({"RUNE_THREADS": "1"}), tmp_path, tmp_path, tmp_path)
+    assert chosen["RUNE_THREADS"] == "1"
