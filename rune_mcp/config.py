@@ -81,7 +81,8 @@ class Settings(BaseModel):
     threads: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
         ge=1,
-        description="CPU threads for llama.cpp and torch.",
+        description="CPU threads for llama.cpp and torch; left unset, llama.cpp starts with the "
+        "cores other processes leave idle.",
     )
     context_size: int = Field(
         default=4096, ge=256, description="Context window (tokens) of the llama.cpp runtime."
