@@ -196,7 +196,9 @@ class Scorer:
         self.lib = Library.open(settings)
         self.backend = get_backend(settings, "llamacpp")
         # room for the question, prefix and choice; quick runs keep contexts short to stay fast
-        self.budget = settings.context_size - 512 if not quick else QUICK_CONTEXT_TOKENS
+        self.budget = settings.context_size - 512
+        if quick:
+            self.budget = min(self.budget, QUICK_CONTEXT_TOKENS)
         self.texts = {s.name: trajectory_text(s.traj) for s in sessions}
         self.compose: Compositions | None = None  # made when a composition condition is scored
 

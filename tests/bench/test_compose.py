@@ -33,7 +33,7 @@ from rune_mcp.errors import UsageError
 
 pytestmark = [pytest.mark.filterwarnings(PEFT_WARNING),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-RUN = ("none", "oracle_adapter", *COMPOSE_CONDITIONS)
+RUN = ("none", "full_context", "oracle_adapter", *COMPOSE_CONDITIONS)
 
 
 def test_the_composition_conditions_are_named_not_run_by_default(dataset: Path) -> None:
@@ -124,8 +124,12 @@ def test_each_composition_condition_runs_end_to_end(
         assert summary["multi_accuracy"][cond]["n"] == len(multi) // len(RUN)
         assert summary["multi_free_accuracy"][cond]["n"] == len(multi) // len(RUN)
         assert summary["general_accuracy"][cond]["n"] == 4
-    full = [r for r in multi if r["condition"] == "oracle_adapter"]
-    assert all(r["adapter_id"] == adapters[f"{first}-02"] for r in full)  # the later session's
+    oracle = [r for r in multi if r["condition"] == "oracle_adapter"]
+    assert all(r["adapter_id"] == adapters[f"{first}-02"] for r in oracle)  # the later session's
+    full = [r for r in multi if r["condition"] == "full_context"]  # both sessions' texts
+    assert all(r["context_session"] == f"{first}-01+{first}-02" for r in full)
+    one = [r for r in rows if r["condition"] == "full_context" and probe_type(r) == "single"]
+    assert min(r["context_tokens"] for r in full) > max(r["context_tokens"] for r in one) / 2
     # the general guard measures the compositions as they were applied
     general = summary["general"]["conditions"]
     assert set(COMPOSE_CONDITIONS) <= set(general)
