@@ -94,6 +94,15 @@ class Trajectory:
             return "project"
         return self.project.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or "project"
 
+    def step(self, index: int | None) -> Step | None:
+        """The step whose `index` is `index` (None for None or an index not in the session);
+        steps are usually stored at their own index, so that is tried first."""
+        if index is None:
+            return None
+        if 0 <= index < len(self.steps) and self.steps[index].index == index:
+            return self.steps[index]
+        return next((s for s in self.steps if s.index == index), None)
+
     def content_id(self) -> str:
         """SHA-256 of the normalized content: the same session parsed twice has the same id,
         whatever its file name or when it was parsed."""

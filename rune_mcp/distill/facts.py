@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from rune_mcp.distill.text import clip, error_line, lower_first
-from rune_mcp.trajectory import Episode, Step, Trajectory
+from rune_mcp.trajectory import Episode, Trajectory
 
 FACT_PRIORITY = 0.9  # below a verified fix, above the other question/answer lessons
 _LEAD = re.compile(r"^(?:now,?\s+)?(?:let me|let's|i'll|i will|i need to|i want to|i'm going to)\s+",
@@ -120,7 +120,7 @@ def need_of(traj: Trajectory, ep: Episode, task: str, about: str) -> str:
     assistant's "Let me ..." line just before the attempt, else the clause of the task that
     shares the most words with `about` (the fix and its explanation), else the task."""
     for index in (ep.fix_step, ep.attempt_step):
-        step = _step(traj, index)
+        step = traj.step(index)
         desc = (step.input or {}).get("description") if step else None
         if isinstance(desc, str) and _specific(desc):
             return lower_first(desc)
@@ -157,12 +157,6 @@ def _said_before(traj: Trajectory, index: int) -> str:
                 return lower_first(line[match.end():])
             return ""
     return ""
-
-
-def _step(traj: Trajectory, index: int | None) -> Step | None:
-    if index is None:
-        return None
-    return next((s for s in traj.steps if s.index == index), None)
 
 
 def why_of(diagnosis: str, right: str) -> str:

@@ -170,16 +170,8 @@ def _unprompt(text: str) -> str:
 def _step_text(traj: Trajectory, index: int | None, fallback: str) -> str:
     """Rendered with `render_action` when the step is a tool call (so edits never carry
     their replaced text into an answer), else the capture's own text."""
-    step = _step(traj, index)
+    step = traj.step(index)
     return render_action(step) if step and step.kind == "tool_call" else fallback
-
-
-def _step(traj: Trajectory, index: int | None) -> Step | None:
-    if index is None:
-        return None
-    if 0 <= index < len(traj.steps) and traj.steps[index].index == index:
-        return traj.steps[index]
-    return next((s for s in traj.steps if s.index == index), None)
 
 
 # --- example builders -------------------------------------------------------------------------
@@ -210,7 +202,7 @@ def _episode_examples(traj: Trajectory, project: str, task: str) -> list[Example
 def _negative(traj: Trajectory, ep: Episode) -> str:
     """The failed attempt in the fix's own shape: for an edit, the text it replaced (so the
     unlikelihood term hits exactly the wrong lines), else the failing action."""
-    step = _step(traj, ep.fix_step)
+    step = traj.step(ep.fix_step)
     args = (step.input or {}) if step else {}
     if isinstance(args.get("old_string"), str) and isinstance(args.get("new_string"), str):
         path = args.get("file_path") or args.get("path")
@@ -221,7 +213,7 @@ def _negative(traj: Trajectory, ep: Episode) -> str:
 def _episode_qa(traj: Trajectory, project: str, task: str) -> list[Example]:
     out: list[Example] = []
     for ep in traj.episodes:
-        f = _facts(ep, _step(traj, ep.fix_step))
+        f = _facts(ep, traj.step(ep.fix_step))
         steps = (ep.attempt_step,) if ep.fix_step is None else (ep.attempt_step, ep.fix_step)
         if not ep.fix:
             if f.error_line:
@@ -255,7 +247,7 @@ def _fact_examples(traj: Trajectory, project: str, task: str) -> list[Example]:
     for ep in traj.episodes:
         if not ep.fix:
             continue
-        f = _facts(ep, _step(traj, ep.fix_step))
+        f = _facts(ep, traj.step(ep.fix_step))
         about = f"{f.right} {ep.diagnosis}"
         fact = make_fact(project, need_of(traj, ep, task, about), f.right, f.wrong, ep.error,
                          ep.diagnosis, f.thing, f.new_names)
@@ -270,7 +262,7 @@ def _final_steps(traj: Trajectory) -> list[Step]:
     """The final working actions: the capture's list, else every successful call that changed
     something (a failed call or a read-only look is never a final action)."""
     if traj.final_actions:
-        found = (_step(traj, i) for i in traj.final_actions)
+        found = (traj.step(i) for i in traj.final_actions)
         return [s for s in found if s is not None and s.kind == "tool_call"]
     failed = {s.tool_id for s in traj.steps if s.kind == "tool_result" and s.is_error}
     return [s for s in traj.steps if s.kind == "tool_call" and family_of(s) in WORKING_FAMILIES
