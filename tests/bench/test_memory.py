@@ -231,3 +231,20 @@ def test_quick_memory_benchmark_end_to_end(dataset: Path, tmp_path: Path) -> Non
         assert (report / name).stat().st_size > 0
     text = (report / "report.md").read_text()
     assert "95% CI" in text and "free answers" in text and "stdlib NLL delta" in text
+
+
+def test_unknown_memory_conditions_are_refused_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from rune_mcp.distill.probes import sample_paths
+
+    session, probes = sample_paths()
+    (tmp_path / "sessions").mkdir()
+    shutil.copy(session, tmp_path / "sessions" / session.name)
+    assert main(["bench", "memory", "--sessions", str(tmp_path / "sessions"), "--probes",
+                 str(probes), "--conditions", "oracle_adapter,bogus", "--no-general"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown ones (['bogus'])" in err and "choose among none, rag" in err
+    assert "Traceback" not in err

@@ -25,3 +25,4 @@ def test_unknown_methods_are_refused_in_one_sentence(capsys: pytest.CaptureFixtu
     assert main(["bench", "merge", "--methods", "cat,mean"]) == 2
     err = capsys.readouterr().err
     assert "choose among cat, svd" in err and "Traceback" not in err
+
