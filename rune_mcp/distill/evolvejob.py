@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 from typing import Any
 
 from rune_mcp.config import Settings
-from rune_mcp.distill.job import EVOLVE_FORMAT, Job, job_from_row
+from rune_mcp.distill.job import EVOLVE_FORMAT, Job
 from rune_mcp.distill.queue import JobQueue
 from rune_mcp.errors import InputError
 from rune_mcp.library.lineage import parents_of
@@ -33,19 +32,8 @@ KEY_PREFIX = "evolve:"
 def enqueue_evolve(queue: JobQueue, project: str, source: str = "cli") -> Job:
     """Queue evolving `project` (its full path, as adapters record it); the job already
     waiting for it when there is one."""
-    key = KEY_PREFIX + project
-    with queue.write() as conn:
-        row = conn.execute("SELECT * FROM jobs WHERE key = ? AND state = 'queued' "
-                           "ORDER BY created DESC, rowid DESC LIMIT 1", (key,)).fetchone()
-        if row is not None:
-            return job_from_row(row)
-        job_id = queue._insert(conn, key, fmt=EVOLVE_FORMAT, source=source, session_id=None,
-                               not_before=time.time(), path=project)
-        return _get(conn, job_id)
-
-
-def _get(conn: sqlite3.Connection, job_id: str) -> Job:
-    return job_from_row(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+    return queue.enqueue_keyed(KEY_PREFIX + project, fmt=EVOLVE_FORMAT, source=source,
+                               path=project)
 
 
 def due(settings: Settings, record: Any, library: Any = None) -> bool:

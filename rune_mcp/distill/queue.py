@@ -18,6 +18,8 @@ Deduplication:
   SHA-256) is not parsed again. When the last job for the path is done and the file is
   unchanged, that done job is returned.
 - raw *text* is keyed by its trajectory id.
+- a job that holds no transcript (an evolve job) is keyed by what it works on
+  (`enqueue_keyed`): while one of a key waits, queueing it again returns that one.
 The worker records the trajectory id, and a trajectory already in the library (or already done
 by another job) is reused, never trained twice.
 
@@ -212,6 +214,22 @@ class JobQueue:
                 not_before=now + max(0.0, delay), trajectory_json=traj.to_json(),
                 trajectory_id=traj.id,
             )
+            return self._get(conn, job_id)
+
+    def enqueue_keyed(self, key: str, *, fmt: str, source: str, path: str | None = None) -> Job:
+        """Queue a job that holds no transcript, ready now: `fmt` names the hook that runs
+        it (an evolve job, `rune_mcp.distill.evolvejob`) and `path` what it works on. While
+        a job of the same `key` waits in the queue, that job is returned and nothing is
+        added; one that is running or finished does not count, so a new one is queued."""
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT * FROM jobs WHERE key = ? AND state = 'queued' "
+                "ORDER BY created DESC, rowid DESC LIMIT 1", (key,),
+            ).fetchone()
+            if row is not None:
+                return job_from_row(row)
+            job_id = self._insert(conn, key, fmt=fmt, source=source, session_id=None,
+                                  not_before=time.time(), path=path)
             return self._get(conn, job_id)
 
     def _parse(self, file: TranscriptFile, fmt: str, source: str) -> Trajectory:

@@ -218,6 +218,29 @@ def test_only_one_worker_per_library_across_processes(settings: Settings, tmp_pa
     assert queue.work(nice=0) == 1
 
 
+def test_a_keyed_job_without_a_transcript_is_queued_once_while_it_waits(
+    settings: Settings,
+) -> None:
+    queue = JobQueue(settings)
+    job = queue.enqueue_keyed("evolve:/src/harbor", fmt="evolve", source="cli",
+                              path="/src/harbor")
+    assert (job.state, job.kind, job.path, job.source) == ("queued", "evolve", "/src/harbor", "cli")
+    assert job.not_before <= time.time()  # ready now
+    with sqlite3.connect(queue.db_path) as conn:
+        held = conn.execute("SELECT trajectory_json, session_id FROM jobs WHERE id = ?",
+                            (job.id,)).fetchone()
+    assert held == (None, None)
+    assert queue.enqueue_keyed("evolve:/src/harbor", fmt="evolve", source="auto").id == job.id
+    other = queue.enqueue_keyed("evolve:/src/quay", fmt="evolve", source="cli", path="/src/quay")
+    assert other.id != job.id
+    with sqlite3.connect(queue.db_path) as conn:  # a job already started no longer waits
+        conn.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job.id,))
+    again = queue.enqueue_keyed("evolve:/src/harbor", fmt="evolve", source="cli",
+                                path="/src/harbor")
+    assert again.id not in (job.id, other.id) and again.state == "queued"
+    assert queue.counts()["queued"] == 2
+
+
 def test_cancel_session_and_status(settings: Settings, tmp_path: Path) -> None:
     queue = JobQueue(settings)
     job = queue.enqueue(path=_transcript(tmp_path), session_id="s-1", delay=60)
