@@ -17,7 +17,8 @@ on the same served weights (llama.cpp, `Backend.logits` and `run_with_memory`):
 An adapter's figures are its NLL minus the base's (positive: general text became less likely)
 and its passed coding questions against the base's. `rune bench memory` reports them for
 each adapter condition (a composition condition's run-time sum measured as the sum it
-applies); `rune bench general --adapter ID|none` for one adapter of the library.
+applies, a hypernetwork condition's generated, fine-tuned, bias or multi-task adapters like
+any other); `rune bench general --adapter ID|none` for one adapter of the library.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rune_mcp.bench.compose import COMPOSE_CONDITIONS
+from rune_mcp.bench.hyperconds import HYPER_CONDITIONS
 from rune_mcp.config import Settings
 from rune_mcp.errors import UsageError
 from rune_mcp.fsutil import atomic_write_text
@@ -243,7 +245,8 @@ def condition_guard(guard: Guard, rows: Sequence[dict[str, Any]],
     say(f"general: base NLL {base['nll_stdlib']:.3f} (stdlib), {base['nll_answers']:.3f} (answers), "
         f"coding {base['coding_passed']}/{base['coding_total']}")
     used: dict[str, list[str]] = {}
-    measured = (*ADAPTER_CONDITIONS, *COMPOSE_CONDITIONS)
+    named = (*COMPOSE_CONDITIONS, *HYPER_CONDITIONS)  # the conditions run only when named
+    measured = (*ADAPTER_CONDITIONS, *named)
     for row in rows:
         if row["condition"] in measured and row.get("adapter_id"):
             used.setdefault(row["condition"], [])
@@ -257,8 +260,9 @@ def condition_guard(guard: Guard, rows: Sequence[dict[str, Any]],
             f"{part['nll_answers_delta']:+.4f} (answers), coding {part['coding_passed']}/"
             f"{part['coding_total']}")
     conditions = {}
-    # the composition conditions where the run scored them (the default run has none)
-    for cond in (*ADAPTER_CONDITIONS, *(c for c in COMPOSE_CONDITIONS if c in used)):
+    # the composition and hypernetwork conditions where the run scored them (the default run
+    # has none)
+    for cond in (*ADAPTER_CONDITIONS, *(c for c in named if c in used)):
         ids = used.get(cond, [])
         parts = [adapters[a] for a in ids]
         conditions[cond] = {

@@ -16,7 +16,10 @@ General-knowledge probes (no source session) are scored the same way: `oracle_ad
 base model for them, and `mismatched_adapter` any adapter, to show what an adapter costs.
 
 Four more conditions compose a project's adapters (`rune_mcp.bench.compose`, named with
-`--conditions`): `best_single`, `project_sum`, `project_ties` and `evolved`. Multi-session
+`--conditions`): `best_single`, `project_sum`, `project_ties` and `evolved`; six more use a
+hypernetwork checkpoint (`rune_mcp.bench.hyperconds`, named the same way):
+`generated_adapter`, `hyper_lora_5`, `hyper_lora_10`, `generated_mismatched`, `bias_only` and
+`multitask_lora`. Multi-session
 probes (a task needing two sessions' lessons, `rune_mcp.bench.multiprobes`) are scored under
 every condition and reported apart from the single-session and control probes, so what a
 composition adds on the one and costs on the others shows: `full_context` puts each of their
@@ -42,7 +45,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rune_mcp.bench.answers import summarize_free
 from rune_mcp.bench.compose import (
@@ -52,6 +55,7 @@ from rune_mcp.bench.compose import (
     QUICK_EVOLVE_BUDGET_S,
     Compositions,
 )
+from rune_mcp.bench.hyperconds import HYPER_CONDITIONS, HyperAdapters, find_checkpoint
 from rune_mcp.bench.quirks import KINDS
 from rune_mcp.config import Settings
 from rune_mcp.distill.probes import Probe, load_probes
@@ -59,9 +63,12 @@ from rune_mcp.errors import UsageError
 from rune_mcp.fsutil import atomic_write_text
 from rune_mcp.trajectory import Trajectory
 
+if TYPE_CHECKING:
+    from rune_mcp.distill.hyper.checkpoint import Checkpoint
+
 log = logging.getLogger(__name__)
 CONDITIONS = ("none", "rag", "full_context", "recalled_adapter", "oracle_adapter", "mismatched_adapter")
-ALL_CONDITIONS = CONDITIONS + COMPOSE_CONDITIONS
+ALL_CONDITIONS = CONDITIONS + COMPOSE_CONDITIONS + HYPER_CONDITIONS
 CONTEXT_HEADER = "Notes from an earlier session in this project:\n\n"
 OUTPUT_CHARS = 600  # tool output kept per step in the rendered trajectory text
 QUICK_PROJECTS = 2
@@ -201,6 +208,7 @@ class Scorer:
             self.budget = min(self.budget, QUICK_CONTEXT_TOKENS)
         self.texts = {s.name: trajectory_text(s.traj) for s in sessions}
         self.compose: Compositions | None = None  # made when a composition condition is scored
+        self.hypernet: HyperAdapters | None = None  # made when a hypernetwork condition is named
 
     def compositions(self, evolve_budget_s: float, say: Callable[[str], None]) -> Compositions:
         if self.compose is None:
@@ -208,6 +216,12 @@ class Scorer:
             self.compose = Compositions(self.settings, self.lib, self.backend, adapters,
                                         evolve_budget_s, say)
         return self.compose
+
+    def hyper_adapters(self, ckpt: Checkpoint, say: Callable[[str], None]) -> HyperAdapters:
+        if self.hypernet is None:
+            trajectories = {s.name: s.traj for s in self.sessions.values()}
+            self.hypernet = HyperAdapters(self.settings, self.lib, ckpt, trajectories, say)
+        return self.hypernet
 
     def _spec(self, adapter: str | None) -> list[Any]:
         """What the backend applies for an adapter argument: one id, or ids with scales."""
@@ -230,9 +244,16 @@ class Scorer:
         return text, self.backend.count_tokens(text)
 
     def _mismatched(self, probe: Probe) -> str | None:
+        session = self._mismatched_session(probe)
+        return session.adapter_id if session else None
+
+    def _mismatched_session(self, probe: Probe) -> Session | None:
+        """A session of another project than the probe's (any session for a control probe),
+        chosen by a digest of the probe's id among them ordered by adapter id."""
         source = self.sessions.get(probe.source_session or "")
         project = source.traj.project_name if source else None
-        pool = sorted(s.adapter_id for s in self.sessions.values() if s.traj.project_name != project)
+        pool = sorted((s for s in self.sessions.values() if s.traj.project_name != project),
+                      key=lambda s: s.adapter_id)
         return pool[zlib.crc32(probe.id.encode()) % len(pool)] if pool else None
 
     def _recalled(self, task: str) -> tuple[str | None, float | None]:
@@ -268,6 +289,14 @@ class Scorer:
             if condition != "best_single":  # recall chooses that one, from any project
                 extra["project"] = self.compose.project_of(probe)
             return messages, self.compose.adapter(condition, probe), 0, extra
+        if condition in HYPER_CONDITIONS:
+            if self.hypernet is None:
+                raise UsageError(f"the {condition} condition needs a hypernetwork checkpoint; "
+                                 "score it through run_memory.")
+            other = self._mismatched_session(probe)
+            adapter = self.hypernet.adapter(condition, source.name if source else None,
+                                            other.name if other else None)
+            return messages, adapter, 0, extra
         if condition == "recalled_adapter":
             adapter, similarity = self._recalled(probe.task)
             extra["similarity"] = None if similarity is None else round(similarity, 4)
@@ -392,6 +421,9 @@ def summarize(results: list[dict[str, Any]], sessions: list[Session]) -> dict[st
     compared = compositions_compared(results, conditions)
     if compared:
         summary["compositions_compared"] = compared
+    closed = gain_closed(results, conditions)
+    if closed:
+        summary["hyper_gain_closed"] = closed
     return summary
 
 
@@ -417,6 +449,32 @@ def compositions_compared(results: list[dict[str, Any]], conditions: Sequence[st
             "free": paired_points(rows, cond, against, _free_right),
         }
     return out
+
+
+def gain_closed(results: list[dict[str, Any]], conditions: Sequence[str]) -> dict[str, Any]:
+    """Per hypernetwork condition that ran beside `none` and `oracle_adapter`, on the
+    single-session probes, scored and free: its gain over `none` and the gradient adapter's
+    (`oracle_adapter` over `none`), in points on the same probes with paired 95% bootstrap
+    intervals, and `share`, the part of the gradient adapter's gain it closes (its gain over
+    the gradient adapter's; None where the gradient adapter gained nothing)."""
+    if "none" not in conditions or "oracle_adapter" not in conditions:
+        return {}
+    rows = [r for r in results if probe_type(r) == "single"]
+    out: dict[str, Any] = {}
+    for cond in (c for c in HYPER_CONDITIONS if c in conditions):
+        out[cond] = {}
+        for kind, correct in (("scored", _scored_right), ("free", _free_right)):
+            gain = paired_points(rows, cond, "none", correct)
+            oracle = paired_points(rows, "oracle_adapter", "none", correct)
+            # a gradient adapter that gained nothing (or lost) leaves no gain to close
+            share = (round(gain["points"] / oracle["points"], 4)
+                     if gain["points"] is not None and (oracle["points"] or 0) > 0 else None)
+            out[cond][kind] = {"gain": gain, "oracle_gain": oracle, "share": share}
+    return out
+
+
+def _scored_right(row: dict[str, Any]) -> bool:
+    return bool(row["correct"])
 
 
 def _free_right(row: dict[str, Any]) -> bool | None:
@@ -500,10 +558,12 @@ def run_memory(
     seed: int | None = None,
     general: bool = True,
     evolve_budget_s: float | None = None,
+    hypernetwork: Path | None = None,
 ) -> dict[str, Any]:
     """Remember `paths` into a temporary library, score `probes` under `conditions` as scored
     choices and as free answers, and (with `general`) measure each adapter's general ability.
-    `evolve_budget_s` is the evolved condition's search time per project."""
+    `evolve_budget_s` is the evolved condition's search time per project; `hypernetwork` the
+    checkpoint folder of the hypernetwork conditions (default: `find_checkpoint`'s)."""
     from rune_mcp.bench.answers import FREE_TOKENS, QUICK_FREE_TOKENS, free_answer
     from rune_mcp.runtime import close_backends
 
@@ -512,6 +572,9 @@ def run_memory(
     guard: dict[str, Any] | None = None
     budget = evolve_budget_s or (QUICK_EVOLVE_BUDGET_S if quick else EVOLVE_BUDGET_S)
     composed = [c for c in conditions if c in COMPOSE_CONDITIONS]
+    hypered = [c for c in conditions if c in HYPER_CONDITIONS]
+    # refused before anything trains: no checkpoint, or one for another base or targets
+    ckpt = find_checkpoint(settings, hypered, hypernetwork) if hypered else None
     with tempfile.TemporaryDirectory(prefix="rune-bench-") as tmp:
         local = bench_settings(settings, Path(tmp) / "home", quick, overrides, seed)
         sessions = remember_all(local, paths, say)
@@ -520,13 +583,16 @@ def run_memory(
         scorer = Scorer(local, sessions, quick)
         if composed:
             scorer.compositions(budget, say).check(composed)
+        if ckpt is not None:
+            scorer.hyper_adapters(ckpt, say).check_training()
         results = []
         # Condition by condition, probes in session order: consecutive probes then share a
         # session's text (or an adapter and chat prefix), which the scorer does not evaluate again.
         ordered = sorted(chosen, key=lambda p: (p.source_session or "~", p.id))
-        # the composition conditions last: a stored merge is indexed like any adapter, and would
-        # change what recalled_adapter and rag retrieve
-        for condition in [c for c in conditions if c not in COMPOSE_CONDITIONS] + composed:
+        # the composition and hypernetwork conditions last: a stored merge or generated adapter
+        # is indexed like any adapter, and would change what recalled_adapter and rag retrieve
+        plain = [c for c in conditions if c not in COMPOSE_CONDITIONS and c not in HYPER_CONDITIONS]
+        for condition in plain + composed + hypered:
             rows = [scorer.score(probe, condition) for probe in ordered]
             # after all the scored choices: a generation empties the KV rows they share
             for row, probe in zip(rows, ordered, strict=True):
@@ -568,6 +634,11 @@ def run_memory(
                             "answer_tokens": local.evolve_answer_tokens,
                             "drift_tokens": local.evolve_drift_tokens}
         config["compositions"] = scorer.compose.to_dict()
+    if scorer.hypernet is not None:
+        from rune_mcp.distill.remember import default_method
+
+        config["hypernetwork"] = {**scorer.hypernet.to_dict(),
+                                  "oracle_method": default_method(local)}
     summary = summarize(results, sessions)
     out = {"config": config, "results": results, "summary": summary}
     if guard is not None:
@@ -620,7 +691,15 @@ def register(sub: Any) -> None:
         "--conditions",
         metavar="A,B",
         help=f"only these conditions, comma-separated (default: {','.join(CONDITIONS)}; the "
-        f"composition conditions {','.join(COMPOSE_CONDITIONS)} run only when named)",
+        f"composition conditions {','.join(COMPOSE_CONDITIONS)} and the hypernetwork conditions "
+        f"{','.join(HYPER_CONDITIONS)} run only when named)",
+    )
+    p.add_argument(
+        "--hypernetwork",
+        type=Path,
+        metavar="DIR",
+        help="checkpoint folder of the hypernetwork the hypernetwork conditions use (default: "
+        "the hypernetwork setting, else RUNE_HOME/hyper/<base fingerprint>)",
     )
     p.add_argument(
         "--evolve-budget-s",
@@ -724,7 +803,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         data = run_memory(settings, paths, probes, conditions, args.quick, None,
                           _say, subset, args.seed, general=not args.no_general,
-                          evolve_budget_s=budget)
+                          evolve_budget_s=budget, hypernetwork=args.hypernetwork)
         _write_json(args.json, data)
         if args.report:
             write_report(data, args.report)

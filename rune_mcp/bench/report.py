@@ -151,6 +151,65 @@ def composition_lines(config: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gain_table(summary: dict[str, Any]) -> Table | None:
+    """Per hypernetwork condition, on the single-session probes: its gain over `none` and the
+    share of the gradient adapter's gain (`oracle_adapter` over `none`) it closes."""
+    closed = summary.get("hyper_gain_closed")
+    if not closed:
+        return None
+    first = next(iter(closed.values()))
+    scored, free = first["scored"]["oracle_gain"], first["free"]["oracle_gain"]
+    rows = [["oracle_adapter", _points(scored), _all_of(scored), _points(free), _all_of(free)]]
+    rows += [[cond, _points(part["scored"]["gain"]), _share(part["scored"]["share"]),
+              _points(part["free"]["gain"]), _share(part["free"]["share"])]
+             for cond, part in closed.items()]
+    return (["condition", "scored: gain over none, points (paired 95% CI, n)",
+             "scored: share of the gradient adapter's gain", "free: gain over none, points",
+             "free: share of the gradient adapter's gain"], rows)
+
+
+def _share(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
+def _all_of(gain: dict[str, Any]) -> str:
+    """The gradient adapter's own share: all of its gain, where it gained anything."""
+    return _share(1.0 if (gain.get("points") or 0) > 0 else None)
+
+
+def hyper_lines(config: dict[str, Any]) -> list[str]:
+    """The hypernetwork the run used and what each of its conditions made."""
+    hyper = config.get("hypernetwork")
+    if not hyper:
+        return []
+    lines = [f"- checkpoint {hyper['folder']}: step {hyper['step']}, weights "
+             f"{hyper['sha256'][:12]}, source {hyper['source']}, rank {hyper['rank']}; "
+             f"oracle_adapter made by method {hyper.get('oracle_method')}"]
+    trained = hyper.get("trained_on")
+    if trained is None:
+        lines.append("- the checkpoint records no training sessions: whether it was trained on "
+                     "this run's sessions is unknown")
+    elif trained:
+        lines.append(f"- warning: the network was trained on {len(trained)} of this run's "
+                     f"sessions ({', '.join(trained)}): on those it recalls, not generalises")
+    else:
+        lines.append("- none of this run's sessions is among the network's training sessions")
+    for cond in ("generated_adapter", "hyper_lora_5", "hyper_lora_10"):
+        if cond in hyper:
+            part = hyper[cond]
+            lines.append(f"- {cond}: {len(part['adapters'])} adapters, gradient steps "
+                         f"{part['steps']}, {part['seconds']} s")
+    if "bias_only" in hyper:
+        lines.append(f"- bias_only: adapter {hyper['bias_only']['adapter_id'][:12]}")
+    multi = hyper.get("multitask_lora")
+    if multi:
+        lines.append(f"- multitask_lora: adapter {multi['adapter_id'][:12]}, {multi['steps']} of "
+                     f"{multi['planned_steps']} steps of {multi['batch_tokens']} tokens on "
+                     f"{multi['lessons']} lessons of {multi['sessions']} sessions "
+                     f"({multi['seconds']} s)")
+    return lines
+
+
 def _free_n(free: dict[str, Any]) -> str:
     if not free:
         return "-"
@@ -343,6 +402,11 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
     composed_md = [] if not composed else ["## Compositions", "", *composed, ""]
     if compared is not None:
         composed_md = [*composed_md, "## Compositions compared, paired", "", markdown_table(compared), ""]
+    gains, hyper = gain_table(summary), hyper_lines(config)
+    hyper_md = [] if not hyper else ["## Hypernetwork", "", *hyper, ""]
+    if gains is not None:
+        hyper_md = [*hyper_md, "## Share of the gradient adapter's gain closed", "",
+                    markdown_table(gains), ""]
     md = [
         "# rune bench memory",
         "",
@@ -354,6 +418,7 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
         "",
         *types_md,
         *composed_md,
+        *hyper_md,
         "## Accuracy per kind of quirk",
         "",
         markdown_table(kind_table(summary)),
@@ -380,6 +445,11 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
            "<h2>Compositions</h2><ul>" + "".join(f"<li>{html.escape(c[2:])}</li>" for c in composed)
            + "</ul>")
         + ("" if compared is None else f"<h2>Compositions compared, paired</h2>{html_table(compared)}")
+        + ("" if not hyper else
+           "<h2>Hypernetwork</h2><ul>" + "".join(f"<li>{html.escape(h[2:])}</li>" for h in hyper)
+           + "</ul>")
+        + ("" if gains is None else
+           f"<h2>Share of the gradient adapter's gain closed</h2>{html_table(gains)}")
         + f"<h2>Accuracy per kind of quirk</h2>{html_table(kind_table(summary))}"
         + (f"<h2>Free-answer accuracy per kind of quirk</h2>{html_table(kind_table(summary, 'free_by_kind'))}"
            if summary.get("free_by_kind") else "")
