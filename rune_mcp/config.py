@@ -101,6 +101,14 @@ class Settings(BaseModel):
         le=1.0,
         description="Cosine similarity below which recall returns nothing.",
     )
+    recall_fitness_margin: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="How much less similar to the task than the best single-session hit an "
+        "evolved merge holding that hit may be and still be recalled first (its fitness beat "
+        "every single adapter of its project); 0 means similarity alone decides.",
+    )
 
     # --- distillation -----------------------------------------------------------------
     train_method: Literal["lora", "qlora"] = Field(

@@ -234,6 +234,9 @@ def recall_cmd(args: argparse.Namespace, settings: Settings) -> int:
     else:
         shown = [{**r, "id": r["adapter_id"][:12]} for r in rows]
         print(table(shown, ["id", "similarity", "project", "task"], width=60))
+        for row in shown:  # the table keeps its columns; why a hit is out of order is below
+            if row["reason"]:
+                print(f"{row['id']} is first: {row['reason']}.")
     return 0
 
 

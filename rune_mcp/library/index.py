@@ -51,6 +51,15 @@ class IndexEntry:
     metadata: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Match:
+    """A record `AdapterIndex.matching` found: its id, metadata and stored embedding."""
+
+    adapter_id: str
+    metadata: dict[str, Any]
+    embedding: list[float]
+
+
 def _chroma_settings() -> Any:
     from chromadb.config import Settings as ChromaSettings
 
@@ -90,6 +99,7 @@ class AdapterIndex:
         self._collection: Any = None
         self._generation = -1
         self._epoch: Any = None
+        self._matching: tuple[tuple[str, tuple[int, Any]], list[Match]] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -188,6 +198,7 @@ class AdapterIndex:
         """Drop the client; an embedded one is evicted from Chroma's per-path cache so the
         next open reads the files afresh (another process may have changed them)."""
         client, self._client, self._collection = self._client, None, None
+        self._matching = None
         if self.chroma_url:
             return
         # Even without a client: a failed open leaves a half-started system in Chroma's cache.
@@ -329,6 +340,25 @@ class AdapterIndex:
             for i, d in zip(result["ids"][0], result["distances"][0], strict=True)
         ]
 
+    def matching(self, where: dict[str, Any]) -> list[Match]:
+        """Every record matching `where`, with its metadata and embedding, kept until the
+        index changes (its generation moves): for a filter few records match (the merges),
+        which recall weighs on every call, while Chroma's filtered search collects the
+        matches at a cost that grows with the whole index (figures in
+        docs/library.md#performance). So it is asked once per change, not once per recall."""
+        key = (json.dumps(where, sort_keys=True), self._version())
+        if self._matching is None or self._matching[0] != key:
+            result = self._call("get", where=where, include=["embeddings", "metadatas"])
+            ids = list(result["ids"])
+            metadatas = result["metadatas"] if ids else []
+            embeddings = result["embeddings"] if ids else []  # an array, or None when empty
+            found = [
+                Match(i, dict(m or {}), [float(v) for v in e])
+                for i, m, e in zip(ids, metadatas, embeddings, strict=True)
+            ]
+            self._matching = (key, found)
+        return self._matching[1]
+
     # --- helpers --------------------------------------------------------------------------
 
     def _require(self) -> None:
@@ -352,6 +382,12 @@ class AdapterIndex:
         if not isinstance(data, dict) or data.get("format_version") != STATE_VERSION:
             return {}
         return data
+
+    def _version(self) -> tuple[int, Any]:
+        """The generation and epoch `state.json` holds now: they move with every change any
+        process makes to this index, and when it is built anew."""
+        state = self._state()
+        return int(state.get("generation", 0)), state.get("epoch")
 
     def _write_state(self, values: dict[str, Any]) -> None:
         atomic_write_json(self.folder / STATE_FILE, {"format_version": STATE_VERSION, **values})

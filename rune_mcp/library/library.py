@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from rune_mcp.config import Settings
 from rune_mcp.errors import (
@@ -27,6 +27,15 @@ from rune_mcp.library.embed import Embedder, get_embedder
 from rune_mcp.library.index import AdapterIndex, IndexEntry, IndexUnusable, shared_index
 from rune_mcp.library.lineage import descendants
 from rune_mcp.library.manifest import SELF_PROBES
+from rune_mcp.library.preference import (
+    MERGES_WHERE,
+    floor,
+    may_give_way,
+    nearest_first,
+    preferred,
+    put_first,
+    stands_in_for,
+)
 from rune_mcp.library.records import (
     AdapterDamaged,
     AdapterRecord,
@@ -40,6 +49,7 @@ from rune_mcp.library.selfprobes import SelfProbe
 from rune_mcp.library.store import AdapterStore
 
 log = logging.getLogger(__name__)
+Answer = TypeVar("Answer")
 
 
 class RecallOptions(TypedDict, total=False):
@@ -287,7 +297,7 @@ class Library:
             hits, skipped = self._usable(rows, threshold, k, digests)
             exhausted = len(rows) < ask or not rows or rows[-1][1] < threshold
             if len(hits) >= k or not skipped or exhausted or ask >= k + _MAX_SKIPPED:
-                return Recall(hits, skipped)
+                return self._prefer_evolved(Recall(hits, skipped), vector, threshold, k, digests)
             ask = min(ask + k - len(hits), k + _MAX_SKIPPED)  # more rows for the places lost
 
     def _usable(self, rows: Rows, threshold: float, k: int, digests: bool) -> tuple[Hits, Skipped]:
@@ -307,6 +317,41 @@ class Library:
                 log.warning("recall skips damaged adapter %s: %s", adapter_id[:12], exc)
                 skipped.append(exc.damage)
         return hits, skipped
+
+    def _prefer_evolved(
+        self, found: Recall, vector: Vector, threshold: float, k: int, digests: bool
+    ) -> Recall:
+        """`found` with an evolved merge first when one may stand in for its best hit, as
+        `rune_mcp.library.preference` says; unchanged otherwise. A damaged merge is passed
+        over for the next and named among the skipped."""
+        if not found.hits or not may_give_way(found.hits[0].record):
+            return found
+        top = found.hits[0]
+        least = floor(top, self.settings.recall_fitness_margin, threshold)
+        if least is None:
+            return found
+        merges = self._ask(lambda index: index.matching(MERGES_WHERE))
+        rows = nearest_first(vector, str(top.record.project), merges)
+        skipped = list(found.skipped)
+        for adapter_id, similarity in rows:
+            if similarity < least:
+                break  # most similar first: none of the rest is near enough either
+            try:
+                record = self.store.read(adapter_id)
+                if not stands_in_for(record, top.record):
+                    continue
+                checked = record.verify() if digests else record.check()
+            except AdapterNotFoundError:
+                continue  # removed by another process after the index answered
+            except AdapterDamaged as exc:
+                log.warning("recall skips damaged adapter %s: %s", adapter_id[:12], exc)
+                if exc.damage not in skipped:
+                    skipped.append(exc.damage)
+                continue
+            margin = self.settings.recall_fitness_margin
+            first = preferred(RecallHit(checked, similarity), top, margin)
+            return Recall(put_first(found.hits, first, k), skipped)
+        return Recall(found.hits, skipped)
 
     def verify(self) -> Problems:
         """Check every adapter's files and the index against the manifests; [] means clean.
@@ -414,16 +459,20 @@ class Library:
                 not project or project in (meta.get("project"), meta.get("project_name"))
             )
 
+        return self._ask(lambda index: index.query(vector, k, where, accept, narrow=bool(project)))
+
+    def _ask(self, question: Callable[[AdapterIndex], Answer]) -> Answer:
+        """`question` put to the index, once more after reloading it if it was unusable."""
         index = self._reading_index()
         try:
-            return index.query(vector, k, where, accept, narrow=bool(project))
+            return question(index)
         except IndexUnusable:
             # Another process changed the files under our feet: reload once and retry.
             with locked(self.lock_path):
                 index.close()
                 index = self._open_index()
                 self._repair(index)
-            return index.query(vector, k, where, accept, narrow=bool(project))
+            return question(index)
 
     def _index_problems(self) -> Problems:
         place = self.settings.home / INDEX_DIR

@@ -167,10 +167,13 @@ class AdapterRecord:
 
 @dataclass(frozen=True)
 class RecallHit:
-    """An adapter that matched a task, with the cosine similarity of the two embeddings."""
+    """An adapter that matched a task, with the cosine similarity of the two embeddings, and
+    why it is ranked above a more similar hit when it is (`rune_mcp.library.preference`;
+    None: similarity alone placed it)."""
 
     record: AdapterRecord
     similarity: float
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row = self.record.summary()
@@ -182,6 +185,7 @@ class RecallHit:
             "session_id": row["session_id"],
             "agent": row["agent"],
             "created_at": row["created_at"],
+            "reason": self.reason,
         }
 
 

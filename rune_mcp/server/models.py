@@ -49,6 +49,10 @@ class AdapterHit(BaseModel):
     session_id: str | None = None
     created: str | None = None
     text_verified: bool = Field(True, description=_TEXT_VERIFIED)
+    reason: str | None = Field(
+        None, description="Why this adapter is ranked above a more similar one: an evolved "
+        "merge holding that one, whose measured fitness beat it; null when similarity alone "
+        "placed it.")
 
 
 class ScaledAdapter(BaseModel):
@@ -192,6 +196,7 @@ def adapter_hit(hit: Any) -> AdapterHit:
         session_id=record.session_id,
         created=record.created_at or None,
         text_verified=record.text_verified,
+        reason=hit.reason,
     )
 
 

@@ -235,6 +235,7 @@ def _add_recall(server: MCPServer[Any], rune: Rune) -> None:
                 f"{i}. {a.adapter_id[:12]} (similarity {a.similarity:.2f}"
                 + ("" if a.text_verified else ", unverified text") + f"): {a.task[:160]}"
                 + (f" — {a.lessons[:200]}" if a.lessons else "")
+                + (f" [first: {a.reason}]" if a.reason else "")
                 for i, a in enumerate(result.adapters, 1)
             ]
         return tool_result(result, "\n".join(lines + _skipped_lines(result.skipped)

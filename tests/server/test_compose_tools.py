@@ -116,3 +116,33 @@ async def test_compositions_refused_over_mcp(client: Any, stored: dict[str, str]
     single = await client.call_tool("run_with_memory", {**run, "adapter": f"{b}:0.5"})
     data = single.structured_content
     assert data["adapter_id"] is None and _applied(data) == [(b, 0.5)]
+
+
+async def test_auto_recall_prefers_an_evolved_merge_holding_the_best_hit_over_mcp(
+    tiny: Settings, stored: dict[str, str]
+) -> None:
+    from mcp import Client
+
+    from rune_mcp.distill.merge import merge_adapters
+    from rune_mcp.server import build_server
+
+    a, b = stored["a"], stored["b"]
+    with Library.open(tiny) as lib:  # as `rune evolve` stores one: with the fitness it won by
+        evolved = merge_adapters(tiny, [a, b], "cat", [0.8, 0.6], fitness=0.42,
+                                 library=lib).record.adapter_id
+    run = {"prompt": "Say hello.", "max_tokens": 4, "task": TASKS[0]}
+    for margin, first in ((1.0, evolved), (0.0, a)):
+        settings = tiny.with_overrides(recall_fitness_margin=margin)
+        async with Client(build_server(settings, start_worker=False)) as client:
+            recalled = await client.call_tool("recall_adapter", {"task": TASKS[0]})
+            hits = recalled.structured_content["adapters"]
+            assert hits[0]["adapter_id"] == first
+            result = await client.call_tool("run_with_memory", {**run, "adapter": "auto"})
+            assert not result.is_error, text_of(result)
+            assert result.structured_content["adapter_id"] == first
+        if first == evolved:
+            assert hits[1]["adapter_id"] == a and hits[1]["reason"] is None
+            assert "evolved merge holding" in hits[0]["reason"]
+            assert f"[first: evolved merge holding {a[:12]}" in text_of(recalled)
+        else:
+            assert all(h["reason"] is None for h in hits)
