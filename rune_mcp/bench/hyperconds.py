@@ -29,7 +29,6 @@ they would change what `recalled_adapter` and `rag` retrieve.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -99,25 +98,19 @@ def training_trajectories(settings: Settings, ckpt: Checkpoint) -> dict[str, Tra
     """The network's training sessions, generated again from the seeds it records (the
     generator is deterministic per seed and project count) and parsed as training parsed
     them: `{"3/yarspire-01": trajectory, ...}`, only the sessions it trained on."""
-    from rune_mcp.bench.dataset import generate
     from rune_mcp.capture import parse_path
+    from rune_mcp.distill.hyper.data import seed_session_files
 
     record = training_record(ckpt)
     if record is None:
         return {}
     seeds, projects, names = record
     out: dict[str, Trajectory] = {}
-    root = settings.home / "tmp"
-    root.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        folder = Path(tempfile.mkdtemp(dir=root, prefix=f"hyper-seed-{seed}-"))
-        try:
-            generate(folder, projects, seed, general=0)
-            for path in sorted((folder / "sessions").glob("*.jsonl")):
+        with seed_session_files(settings, seed, projects) as paths:
+            for path in paths:
                 if f"{seed}/{path.stem}" in names:
                     out[f"{seed}/{path.stem}"] = parse_path(path)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
     return out
 
 

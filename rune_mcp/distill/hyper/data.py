@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,23 @@ from rune_mcp.distill.hyper.encode import pooled_states, session_tokens
 from rune_mcp.distill.lessons import Example, compile_lessons
 from rune_mcp.errors import TrainingError, UsageError
 from rune_mcp.trajectory import Trajectory
+
+
+@contextmanager
+def seed_session_files(settings: Settings, seed: int, projects: int) -> Iterator[list[Path]]:
+    """The session files of `make-dataset`'s dataset for `seed` (`projects` projects), written
+    to a temporary folder under the home that is removed afterwards. The generator is
+    deterministic per seed and project count, so the same sessions come back every time."""
+    from rune_mcp.bench.dataset import generate
+
+    root = settings.home / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=root, prefix=f"hyper-data-{seed}-"))
+    try:
+        generate(folder, projects, seed, general=0)
+        yield sorted((folder / "sessions").glob("*.jsonl"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -100,7 +118,6 @@ def generated_sessions(
     source: str, max_tokens: int, say: Callable[[str], None], limit: int | None = None,
 ) -> list[Session]:
     """Every learnable session of the datasets of `seeds` (the first `limit`), encoded."""
-    from rune_mcp.bench.dataset import generate
     from rune_mcp.capture import parse_path
     from rune_mcp.distill.remember import check_learnable
 
@@ -108,16 +125,11 @@ def generated_sessions(
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     out: list[Session] = []
-    tmp_root = settings.home / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
-        folder = Path(tempfile.mkdtemp(dir=tmp_root, prefix=f"hyper-data-{seed}-"))
-        try:
-            generate(folder, projects, seed, general=0)
+        with seed_session_files(settings, seed, projects) as found:
             # First sessions of every project first: a `limit` then spans projects, so the
             # mismatched control of the evaluation reads another project's session.
-            paths = sorted((folder / "sessions").glob("*.jsonl"),
-                           key=lambda p: (p.stem.rsplit("-", 1)[-1], p.stem))
+            paths = sorted(found, key=lambda p: (p.stem.rsplit("-", 1)[-1], p.stem))
             for path in paths:
                 if limit is not None and len(out) >= limit:
                     break
@@ -129,8 +141,6 @@ def generated_sessions(
                     continue
                 out.append(session_from(f"{seed}/{path.stem}", seed, traj, examples, model,
                                         tokenizer, source, max_tokens))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
         say(f"seed {seed}: {sum(s.seed == seed for s in out)} sessions encoded")
     if not out:
         raise TrainingError(f"the datasets of seeds {list(seeds)} hold no learnable session; use "
