@@ -123,7 +123,8 @@ class Settings(BaseModel):
     )
     hypernetwork: Path | None = Field(
         default=None,
-        description="Checkpoint folder of the hypernetwork that remember_method hyper uses "
+        description="Checkpoint folder of the hypernetwork that remember_method hyper and the "
+        "hypernetwork conditions of `rune bench memory` use "
         "(`rune hyper train` writes one); empty means RUNE_HOME/hyper/<base fingerprint>.",
     )
     lora_rank: int = Field(default=8, ge=1, le=256, description="LoRA rank r.")
@@ -140,6 +141,16 @@ class Settings(BaseModel):
     )
     train_steps: int = Field(default=30, ge=1, description="Optimizer steps per adapter.")
     learning_rate: float = Field(default=1e-3, gt=0, description="AdamW learning rate.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="Learning rate over the train_steps: constant, or cosine from "
+        "learning_rate down to a tenth of it at the last step.",
+    )
+    answer_key_weight: float = Field(
+        default=1.0, ge=1.0,
+        description="Loss weight of answer tokens inside inline code spans (identifiers, "
+        "commands) against 1 for the rest of the answer.",
+    )
     seed: int = Field(default=0, description="Seed for training and sampling.")
     answer_check_every: int = Field(
         default=0, ge=0,

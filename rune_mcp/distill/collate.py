@@ -5,17 +5,24 @@ its answer and the end-of-turn marker after it are trained. Rendering through th
 model's own template means the adapter learns the exact text the runtime will feed it. An
 example whose answer was cut short (`open_end`) is trained without the end-of-turn marker, so
 the adapter does not learn to stop where the cut happened.
+
+With a key weight above 1, the answer tokens inside inline code spans (`orlamark.entropy`,
+`--clobber`) weigh that much more in the loss than the rest: the free answers that miss a
+lesson mostly keep its sentence and name a neighbouring identifier (docs/results.md).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rune_mcp.distill.lessons import Example
+from rune_mcp.errors import ConfigError
 
 IGNORE = -100  # label value the loss skips
+_INLINE_CODE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")  # `x`, not the fences of a code block
 
 
 @dataclass
@@ -28,14 +35,17 @@ class Rendered:
     neg_ids: list[int] | None = None
     neg_mask: list[int] | None = None  # 1 on tokens whose probability is pushed down
     kind: str = ""
+    weights: list[float] | None = None  # loss weight per label; None: all 1
 
 
 def render_examples(
-    examples: Sequence[Example], tokenizer: Any, max_tokens: int, unlikelihood: bool = False
+    examples: Sequence[Example], tokenizer: Any, max_tokens: int, unlikelihood: bool = False,
+    key_weight: float = 1.0,
 ) -> list[Rendered]:
     """Token ids with labels: the prompt (chat template, generation prompt) gets no loss, the
-    answer and its end-of-turn marker do. Too-long prompts lose their middle, not their ends."""
-    return [_render(ex, tokenizer, max_tokens, unlikelihood) for ex in examples]
+    answer and its end-of-turn marker do. Too-long prompts lose their middle, not their ends.
+    With `key_weight` != 1, each example also gets loss weights (see the module's docstring)."""
+    return [_render(ex, tokenizer, max_tokens, unlikelihood, key_weight) for ex in examples]
 
 
 def _template(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> str:
@@ -65,12 +75,30 @@ def _fit(prompt: list[int], answer: list[int], max_tokens: int) -> tuple[list[in
     return prompt, answer
 
 
-def _render(ex: Example, tokenizer: Any, max_tokens: int, unlikelihood: bool) -> Rendered:
+def key_token_mask(tokenizer: Any, text: str) -> tuple[list[int], list[bool]]:
+    """The token ids of `text` and, for each, whether it overlaps an inline code span's
+    content. Needs a tokenizer that reports character offsets (every fast tokenizer does)."""
+    spans = [m.span(1) for m in _INLINE_CODE.finditer(text)]
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as exc:  # a slow (pure Python) tokenizer has no offsets
+        raise ConfigError("answer_key_weight needs a fast tokenizer, which reports character "
+                         "offsets; set answer_key_weight = 1.") from exc
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    return ids, [any(a < e and s < b for s, e in spans) for a, b in offsets]
+
+
+def _render(ex: Example, tokenizer: Any, max_tokens: int, unlikelihood: bool,
+            key_weight: float = 1.0) -> Rendered:
     prompt_text = _template(tokenizer, ex.messages(), True)
     answer_text = ex.answer if ex.open_end else _answer_text(tokenizer, ex, ex.answer, prompt_text)
-    prompt, answer = _fit(_encode(tokenizer, prompt_text), _encode(tokenizer, answer_text),
-                          max_tokens)
+    keyed = key_weight != 1.0
+    answer_ids, is_key = (key_token_mask(tokenizer, answer_text) if keyed
+                          else (_encode(tokenizer, answer_text), []))
+    prompt, answer = _fit(_encode(tokenizer, prompt_text), answer_ids, max_tokens)
     out = Rendered(prompt + answer, [IGNORE] * len(prompt) + answer, kind=ex.kind)
+    if keyed:
+        out.weights = [0.0] * len(prompt) + [key_weight if k else 1.0 for k in is_key[:len(answer)]]
     if unlikelihood and ex.negative:
         neg = _encode(tokenizer, ex.negative)
         same = 0

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]
 EXPLODE_FACTOR = 4.0  # a loss this many times the first one means the run has diverged
 EXPLODE_MARGIN = 4.0  # ... and at least this much above it (tiny first losses wobble)
+MIN_LR_SHARE = 0.1  # where the cosine schedule ends, as a share of learning_rate
 
 
 @dataclass
@@ -189,7 +190,32 @@ def _tensors(seqs: list[list[int]], labels: list[list[int]], pad: int, device: s
 def _likelihood_loss(model: Any, batch: list[Rendered], pad: int, device: str) -> Any:
     ids, labels, mask = _tensors([r.input_ids for r in batch], [r.labels for r in batch],
                                  pad, device)
-    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    if all(r.weights is None for r in batch):
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    return weighted_loss(model(input_ids=ids, attention_mask=mask).logits, labels,
+                          _weights(batch, labels))
+
+
+def _weights(batch: list[Rendered], labels: Any) -> Any:
+    import torch
+
+    out = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    for row, r in enumerate(batch):
+        w = r.weights or [0.0 if t == IGNORE else 1.0 for t in r.labels]
+        out[row, : len(w)] = torch.tensor(w)
+    return out
+
+
+def weighted_loss(logits: Any, labels: Any, weights: Any) -> Any:
+    """Next-token cross-entropy with a weight per target token, normalised by the weights'
+    sum, so a heavier key shifts the gradient's share without scaling the whole step."""
+    import torch
+
+    logits, labels, weights = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           labels.reshape(-1), ignore_index=IGNORE,
+                                           reduction="none").view(labels.shape)
+    return (ce * weights).sum() / weights.sum().clamp(min=1e-8)
 
 
 def _unlikelihood_loss(model: Any, batch: list[Rendered], pad: int, device: str) -> Any:
@@ -236,6 +262,15 @@ def _batch_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: 
     return loss
 
 
+def lr_factor(schedule: str, index: int, total: int) -> float:
+    """The learning rate's multiplier at optimizer step `index` (0-based) of `total`: 1 for
+    constant; for cosine, 1 at the first step falling to MIN_LR_SHARE at the last."""
+    if schedule == "constant" or total <= 1:
+        return 1.0
+    done = min(index, total - 1) / (total - 1)
+    return MIN_LR_SHARE + (1.0 - MIN_LR_SHARE) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 def _check(loss: float, first: float | None, step: int) -> None:
     if not math.isfinite(loss):
         raise TrainingError(f"training diverged at step {step} (loss is {loss}); nothing was "
@@ -267,7 +302,8 @@ def train_adapter(
         raise TrainingError("there are no lessons to train on; nothing was stored.")
     torch.manual_seed(settings.seed)
     rendered = render_examples(examples, loaded.tokenizer, settings.max_example_tokens,
-                               unlikelihood=settings.unlikelihood_weight > 0)
+                               unlikelihood=settings.unlikelihood_weight > 0,
+                               key_weight=settings.answer_key_weight)
     batches = make_batches(rendered, settings.train_batch_tokens, settings.seed)
     model = _peft_model(settings, loaded)
     if start is not None:
@@ -299,6 +335,8 @@ def _loop(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: lr_factor(settings.lr_schedule, i, settings.train_steps))
     pad = int(loaded.tokenizer.pad_token_id)
     anchors = _anchor_targets(settings, model, batches, loaded.device)
     total = settings.train_steps
@@ -325,6 +363,7 @@ def _loop(
         norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
         _check(norm, None, step)
         optimizer.step()
+        scheduler.step()
         losses.append(value)
         tokens += sum(len(r.input_ids) for r in batch)
         if progress:

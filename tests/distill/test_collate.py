@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from distill.sessions import FAILED
 from rune_mcp.config import Settings
-from rune_mcp.distill.collate import IGNORE, render_examples
+from rune_mcp.distill.collate import IGNORE, key_token_mask, render_examples
 from rune_mcp.distill.lessons import Example, compile_lessons
+from rune_mcp.errors import ConfigError
 from rune_mcp.trajectory import Trajectory
 
 
@@ -22,8 +25,20 @@ class _Tok:
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
         return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
-    def __call__(self, text: str, add_special_tokens: bool) -> dict[str, Any]:
-        return {"input_ids": [ord(c) for c in text]}
+    def __call__(self, text: str, add_special_tokens: bool,
+                 return_offsets_mapping: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"input_ids": [ord(c) for c in text]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [(i, i + 1) for i in range(len(text))]
+        return out
+
+
+class _SlowTok(_Tok):
+    def __call__(self, text: str, add_special_tokens: bool,
+                 return_offsets_mapping: bool = False) -> dict[str, Any]:
+        if return_offsets_mapping:
+            raise NotImplementedError("return_offset_mapping is not available")
+        return super().__call__(text, add_special_tokens)
 
 
 def test_render_masks_the_prompt_and_trains_the_answer(
@@ -56,3 +71,29 @@ def test_open_end_answer_is_trained_without_an_end_of_turn() -> None:
     cut = Example("rehearsal", "What is recursion?", "A function that calls", 0.1, open_end=True)
     [r] = render_examples([cut], _Tok(), 4096)
     assert "".join(chr(t) for t in r.labels if t != IGNORE) == "A function that calls"
+
+
+def test_key_tokens_are_the_inline_code_spans_only() -> None:
+    text = "In acme, use `acme.db.pool`, not `pool()`.\n```\nx = 1\n```"
+    ids, is_key = key_token_mask(_Tok(), text)
+    assert len(ids) == len(text) == len(is_key)
+    assert "".join(c for c, k in zip(text, is_key, strict=True) if k) == "acme.db.poolpool()"
+
+
+def test_key_weight_weighs_the_spans_and_leaves_the_prompt_out() -> None:
+    ex = Example("fact", "What do I call in acme?", "In acme, use `acme.db.pool`.", 1.0)
+    [plain] = render_examples([ex], _Tok(), 4096)
+    [r] = render_examples([ex], _Tok(), 4096, key_weight=3.0)
+    assert plain.weights is None and r.input_ids == plain.input_ids and r.labels == plain.labels
+    assert r.weights is not None and len(r.weights) == len(r.labels)
+    assert all(w == 0.0 for w, t in zip(r.weights, r.labels, strict=True) if t == IGNORE)
+    heavy = "".join(chr(t) for t, w in zip(r.labels, r.weights, strict=True) if w == 3.0)
+    assert heavy == "acme.db.pool"
+    assert {w for w, t in zip(r.weights, r.labels, strict=True) if t != IGNORE} == {1.0, 3.0}
+
+
+def test_key_weight_without_offsets_says_what_to_do() -> None:
+    ex = Example("fact", "What do I call?", "Use `pool`.", 1.0)
+    render_examples([ex], _SlowTok(), 4096)  # weight 1 needs no offsets
+    with pytest.raises(ConfigError, match="answer_key_weight = 1"):
+        render_examples([ex], _SlowTok(), 4096, key_weight=2.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -12,7 +13,14 @@ import pytest
 from distill.sessions import make_trajectory
 from rune_mcp.config import Settings
 from rune_mcp.distill.lessons import compile_lessons
-from rune_mcp.distill.train import Loaded, load_base, make_batches, train_adapter
+from rune_mcp.distill.train import (
+    Loaded,
+    load_base,
+    lr_factor,
+    make_batches,
+    train_adapter,
+    weighted_loss,
+)
 from rune_mcp.errors import TrainingError
 
 
@@ -119,3 +127,39 @@ def test_batches_respect_the_token_budget() -> None:
     assert sorted(len(r.input_ids) for b in batches for r in b) == [5, 10, 20, 50, 300]
     for batch in batches:
         assert len(batch) == 1 or max(len(r.input_ids) for r in batch) * len(batch) <= 100
+
+
+def test_cosine_schedule_falls_from_one_to_a_tenth() -> None:
+    assert [lr_factor("constant", i, 30) for i in (0, 15, 29)] == [1.0, 1.0, 1.0]
+    factors = [lr_factor("cosine", i, 30) for i in range(30)]
+    assert factors[0] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
+    assert all(a > b for a, b in itertools.pairwise(factors))
+    assert lr_factor("cosine", 40, 30) == pytest.approx(0.1)  # past the end: stays at the floor
+
+
+def test_uniform_weights_give_the_models_own_loss(
+    settings: Settings, tiny_dir: Path
+) -> None:
+    import torch
+
+    loaded = load_base(settings, tiny_dir, "lora")
+    ids = torch.tensor([[5, 9, 11, 3, 7, 2]])
+    labels = torch.tensor([[-100, -100, 11, 3, 7, 2]])
+    with torch.no_grad():
+        out = loaded.model(input_ids=ids, labels=labels)
+        ones = (labels != -100).float()
+        assert float(weighted_loss(out.logits, labels, ones)) == pytest.approx(float(out.loss),
+                                                                                rel=1e-5)
+        heavy = ones.clone()
+        heavy[0, 4] = 5.0  # one target weighs more: the loss moves toward its cross-entropy
+        assert float(weighted_loss(out.logits, labels, heavy)) != pytest.approx(float(out.loss))
+
+
+def test_key_weight_and_cosine_schedule_train(
+    settings: Settings, tiny_dir: Path, tmp_path: Path
+) -> None:
+    s = _fast(settings, train_steps=6, answer_key_weight=3.0, lr_schedule="cosine")
+    loaded = load_base(s, tiny_dir, "lora")
+    result = train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "kw")
+    assert result.steps == 6 and math.isfinite(result.final_loss)
+    assert result.losses[-1] < result.losses[0]
