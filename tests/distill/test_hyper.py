@@ -135,6 +135,31 @@ def test_the_written_peft_folder_acts_like_the_hooks(loaded: Loaded, tiny_dir: P
     assert json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["r"] == cfg.rank
 
 
+def test_inputs_are_standardised_by_the_training_statistics(loaded: Loaded,
+                                                              tmp_path: Path) -> None:
+    # What a small base's pooled states look like: one huge shared feature and small
+    # differences between sessions. The network must see the differences, not the shared part.
+    cfg = _config(loaded.model)
+    gen = torch.Generator().manual_seed(5)
+    shared = torch.randn(1, cfg.n_layers, cfg.hidden, generator=gen) * 3.0
+    shared[..., 0] += 80.0
+    sessions = [shared + 0.05 * torch.randn(4, cfg.n_layers, cfg.hidden, generator=gen)
+                for _ in range(3)]
+    net = HyperNetwork(cfg)
+    assert torch.equal(net.standardise(sessions[0]), sessions[0])  # identity before statistics
+    net.set_input_stats(sessions)
+    seen = net.standardise(torch.cat(sessions))
+    torch.testing.assert_close(seen.mean(0), torch.zeros(cfg.n_layers, cfg.hidden),
+                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(seen.std(0), torch.ones(cfg.n_layers, cfg.hidden),
+                               atol=1e-3, rtol=1e-3)
+    ckpt = save_checkpoint(tmp_path, net, torch.optim.AdamW(net.parameters()), 1, {})
+    again = load_network(ckpt)
+    assert torch.equal(again.standardise(sessions[1]), net.standardise(sessions[1]))
+    with pytest.raises(TrainingError, match="at least two encoded texts"):
+        HyperNetwork(cfg).set_input_stats([sessions[0][:1]])
+
+
 def test_a_tiny_network_lowers_the_lesson_loss(settings: Settings, loaded: Loaded) -> None:
     sessions = _sessions(settings, loaded, ("tidewater", "ostrawell"))
     assert all(s.heldout and len(s.context) < len(s.rendered) for s in sessions)
@@ -210,6 +235,9 @@ def test_resume_continues_the_same_steps_and_optimizer_state(
     assert steps and all(float(t) == 4.0 for t in steps)  # AdamW's own count carried over
     assert sorted(p.name for p in b.folder.iterdir()) == [
         "hyper-000004.safetensors", INDEX, "optim-000004.safetensors"]
+    trained = load_network(a)
+    expected = torch.cat([s.visible() for s in data[0]]).float().mean(0)
+    torch.testing.assert_close(trained.in_mean, expected)  # fixed from the training sessions
     evals = resumed.evals[-1]
     assert {"base", "bias_only", "generated", "mismatched", "heldout"} <= set(evals)
     assert resumed.sessions["eval"] and not set(resumed.sessions["eval"]) & set(

@@ -14,6 +14,8 @@ from distill.sessions import make_trajectory
 from rune_mcp.config import Settings
 from rune_mcp.distill.lessons import compile_lessons
 from rune_mcp.distill.train import (
+    EXPLODE_STEPS,
+    Divergence,
     Loaded,
     load_base,
     lr_factor,
@@ -80,6 +82,25 @@ def test_divergence_stops_and_writes_nothing(
     with pytest.raises(TrainingError, match="diverged"):
         train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "peft")
     assert not (tmp_path / "peft").exists()
+
+
+def _verdicts(losses: list[float]) -> list[bool]:
+    watch = Divergence()
+    return [watch.diverged(value) for value in losses]
+
+
+def test_one_hard_batch_is_not_divergence_but_a_run_of_them_is() -> None:
+    # A measured normal run: an easy first batch (0.49), later one of new facts at 4.76.
+    # Against the first loss alone that was called divergence; against the mean it is not.
+    assert not any(_verdicts([0.49, 1.2, 2.1, 1.5, 4.76, 1.1, 0.9]))
+    # One exploding step is forgiven by a normal one after it, however high it was.
+    assert not any(_verdicts([1.0, 1.0, 9.0, 1.0, 50.0, 1.2]))
+    # EXPLODE_STEPS in a row are divergence, even when the second is below the first: a
+    # measured run at learning rate 1e4 (the exploded 23.4 must not lift the bar for 17.3).
+    assert EXPLODE_STEPS == 2
+    assert _verdicts([3.50, 23.41, 17.31]) == [False, False, True]
+    assert _verdicts([1.0, float("nan")]) == [False, True]  # not finite: at once
+    assert _verdicts([float("inf")]) == [True]
 
 
 def test_interrupt_writes_nothing(settings: Settings, tiny_dir: Path, tmp_path: Path) -> None:

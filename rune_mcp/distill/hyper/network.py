@@ -2,7 +2,7 @@
 
 Shape of the computation (SmolLM2-135M, rank 8, o_proj + down_proj as an example):
 
-    states [N texts, 30 layers, 576]  --LayerNorm, Linear, + depth embedding-->  N*30 tokens
+    states [N texts, 30 layers, 576]  --standardise, Linear, + depth embedding-->  N*30 tokens
     8 learned latents (one per rank row)  --cross-attention over the tokens, self-attention,
     MLP, LayerNorm-->  z [8, d]
     z[k] + layer embedding[l] + module embedding[m]  --ONE shared head-->  A row k (<= 1536),
@@ -14,11 +14,21 @@ starts at zero, so a fresh network writes delta W = 0: meta-training starts from
 model, not from noise. A learned, input-independent bias adapter is added to what the head
 writes; it absorbs what every session has in common (the lesson format), which leaves the
 head to carry what this session says (and gives the bias-only control of the evaluation).
+
+Input standardisation: the pooled states of a small base share almost everything across
+texts (a few outlier features dominate; after a per-text LayerNorm only 0.1-1.4% of the
+variance of SmolLM2-135M's session means differed between sessions, docs/hypernetwork.md).
+Format 1 read them through that LayerNorm and wrote the same adapter for every session
+(generated equalled mismatched to four decimals). So each feature of each layer is
+standardised by the training sessions' own mean and spread, computed once before
+meta-training (`set_input_stats`) and kept in the checkpoint as buffers: what differs
+between sessions becomes what the network sees.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -27,8 +37,9 @@ from torch import Tensor, nn
 
 from rune_mcp.errors import TrainingError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: inputs standardised by stored training statistics (was a LayerNorm)
 SOURCES = ("lessons", "trajectory")
+STD_FLOOR = 0.01  # a feature's spread is at least this share of its layer's median spread
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,9 @@ class _Pool(nn.Module):
 class HyperNetwork(nn.Module):
     """Pooled states -> `Adapter`; see the module docstring."""
 
+    in_mean: Tensor  # buffers: declared so that type checkers see tensors, not modules
+    in_scale: Tensor
+
     def __init__(self, cfg: HyperConfig) -> None:
         super().__init__()
         if cfg.source not in SOURCES:
@@ -134,7 +148,9 @@ class HyperNetwork(nn.Module):
         d = cfg.latent
         self.max_in = max(i for i, _ in cfg.dims)
         self.max_out = max(o for _, o in cfg.dims)
-        self.norm_in = nn.LayerNorm(cfg.hidden, elementwise_affine=False)
+        # Identity until `set_input_stats`; persistent buffers, so checkpoints carry them.
+        self.register_buffer("in_mean", torch.zeros(cfg.n_layers, cfg.hidden))
+        self.register_buffer("in_scale", torch.ones(cfg.n_layers, cfg.hidden))
         self.proj = nn.Linear(cfg.hidden, d)
         # Which base layer a pooled state came from: deep and shallow states mean different things.
         self.depth = nn.Parameter(torch.randn(cfg.n_layers, d) * 0.02)
@@ -172,13 +188,28 @@ class HyperNetwork(nn.Module):
         if states.dim() != 3 or states.shape[1:] != (cfg.n_layers, cfg.hidden) or not len(states):
             raise TrainingError(f"the hypernetwork reads [texts, {cfg.n_layers}, {cfg.hidden}] "
                                 f"states, not {list(states.shape)}; encode with the same base model.")
-        tokens = self.proj(self.norm_in(states.float())) + self.depth.unsqueeze(0)
+        tokens = self.proj(self.standardise(states)) + self.depth.unsqueeze(0)
         z = self.pool(tokens.reshape(-1, cfg.latent))  # [rank, d]
         h = (z[None, None] + self.layer_emb.weight[:, None, None]
              + self.module_emb.weight[None, :, None])  # [layers, modules, rank, d]
         h = self.head(h)
         rows_a, cols_b = self.out_a(h) * self.gain, self.out_b(h) * self.gain
         return self._assemble(rows_a, cols_b)
+
+    def set_input_stats(self, states: Sequence[Tensor]) -> None:
+        """Fix the standardisation from the training sessions' states ([texts, layers,
+        hidden] each): every text counts once, whichever session it came from."""
+        rows = torch.cat([s.detach().float().cpu() for s in states])
+        if len(rows) < 2:
+            raise TrainingError("meta-training needs at least two encoded texts to standardise "
+                                "the network's input; train on more seeds.")
+        mean, std = rows.mean(0), rows.std(0)
+        floor = STD_FLOOR * std.median(dim=-1, keepdim=True).values.clamp(min=1e-6)
+        self.in_mean.copy_(mean.to(self.in_mean.device))
+        self.in_scale.copy_((1.0 / torch.maximum(std, floor)).to(self.in_scale.device))
+
+    def standardise(self, states: Tensor) -> Tensor:
+        return (states.float() - self.in_mean) * self.in_scale
 
     def _assemble(self, rows_a: Tensor | None, cols_b: Tensor | None) -> Adapter:
         a: dict[str, Tensor] = {}

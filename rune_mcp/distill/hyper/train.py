@@ -4,7 +4,8 @@ Objective, end to end: for a session, the network reads the encoder's states of 
 (minus the held-out paraphrases), writes an adapter, and the adapter is applied to the frozen
 base (`apply.applied`); the loss is the cross-entropy of the lesson answers, the held-out
 phrasings included, computed exactly as LoRA training computes it (`distill.train`), with no
-session text in the prompt. Plus an L2 penalty on the generated delta W. Only the network's
+session text in the prompt. Plus an L2 penalty on the generated delta W. Before the first
+step the network's input standardisation is fixed from the training sessions' states. Only the network's
 parameters get gradients; the base model stays frozen.
 
 The run is deterministic per step (which session and which batch a step trains on follow
@@ -17,7 +18,6 @@ adapter generated from another evaluation session (a mismatched control).
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 import zlib
@@ -42,8 +42,7 @@ from rune_mcp.distill.hyper.checkpoint import (
 from rune_mcp.distill.hyper.data import Session, generated_sessions
 from rune_mcp.distill.hyper.network import Adapter, HyperConfig, HyperNetwork, parameter_count
 from rune_mcp.distill.train import (
-    EXPLODE_FACTOR,
-    EXPLODE_MARGIN,
+    Divergence,
     Loaded,
     _likelihood_loss,
     make_batches,
@@ -235,6 +234,8 @@ def meta_train(settings: Settings, loaded: Loaded, fingerprint: str, opts: MetaO
     train, evals = data or encode_seeds(settings, loaded, opts, say)
     state.encode_seconds = round(time.monotonic() - encode_start, 1)
     evals = evals[: opts.eval_sessions]
+    if ckpt is None:  # a resumed run keeps the statistics its checkpoint was trained with
+        net.set_input_stats([s.visible() for s in train])
     state.sessions = {"train": [s.name for s in train], "eval": [s.name for s in evals]}
     _loop(net, model, optimizer, train, evals, opts, int(tokenizer.pad_token_id), state, say)
     return state
@@ -263,10 +264,13 @@ def _loop(net: HyperNetwork, model: Any, optimizer: Any, train: list[Session],
     params = [p for p in net.parameters() if p.requires_grad]
     wall, cpu = time.monotonic(), time.process_time()
     started, first = wall, state.step
+    watch = Divergence(healthy=list(state.losses))
     for step in range(state.step + 1, opts.steps + 1):
         picks = schedule(step, len(train), opts.sessions_per_step, opts.seed)
         loss, penalty, total = train_step(net, model, train, picks, step, opts, pad)
-        _check(loss, state.losses[0] if state.losses else None, step)
+        if watch.diverged(loss):
+            raise TrainingError(f"meta-training diverged at step {step} (loss {loss:.4g}); "
+                                "lower --lr and resume from the last checkpoint.")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -287,16 +291,6 @@ def _loop(net: HyperNetwork, model: Any, optimizer: Any, train: list[Session],
             wall, cpu = time.monotonic(), time.process_time()
             save_checkpoint(opts.out, net, optimizer, step, asdict(state))
             say(f"checkpoint at step {step} in {opts.out}")
-
-
-def _check(loss: float, first: float | None, step: int) -> None:
-    """A loss that is not finite, or far above the run's first one, means divergence: stop
-    before a checkpoint keeps it (the same rule as LoRA training)."""
-    exploded = first is not None and loss > max(first * EXPLODE_FACTOR, first + EXPLODE_MARGIN)
-    if not math.isfinite(loss) or exploded:
-        raise TrainingError(f"meta-training diverged at step {step} (loss {loss:.4g}"
-                            + (f", first {first:.4g}" if first is not None else "")
-                            + "); lower --lr and resume from the last checkpoint.")
 
 
 def _jsonable(opts: MetaOptions) -> dict[str, Any]:
