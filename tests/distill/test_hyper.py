@@ -25,7 +25,7 @@ from rune_mcp.distill.hyper.checkpoint import (
 )
 from rune_mcp.distill.hyper.data import Session, heldout_paraphrases, parse_seeds, session_from
 from rune_mcp.distill.hyper.generate import find_hypernetwork, write_peft
-from rune_mcp.distill.hyper.network import HyperConfig, HyperNetwork
+from rune_mcp.distill.hyper.network import Adapter, HyperConfig, HyperNetwork
 from rune_mcp.distill.hyper.train import (
     MetaOptions,
     encode_seeds,
@@ -160,6 +160,24 @@ def test_inputs_are_standardised_by_the_training_statistics(loaded: Loaded,
         HyperNetwork(cfg).set_input_stats([sessions[0][:1]])
 
 
+def test_adapter_distance_matches_the_dense_delta_w() -> None:
+    g = torch.Generator().manual_seed(0)
+
+    def random_adapter() -> Adapter:
+        return Adapter({"o": torch.randn(2, 3, 5, generator=g)},
+                       {"o": torch.randn(2, 4, 3, generator=g)}, 0.5)
+
+    x, y = random_adapter(), random_adapter()
+    dense = [a.scale * torch.einsum("lor,lri->loi", a.b["o"], a.a["o"]) for a in (x, y)]
+    expected = float((dense[0] - dense[1]).norm() / dense[0].norm())
+    assert x.distance(y) == pytest.approx(expected, rel=1e-4)
+    assert x.distance(x) == pytest.approx(0.0, abs=1e-3)
+    doubled = Adapter(x.a, {"o": 2 * x.b["o"]}, x.scale)
+    assert x.distance(doubled) == pytest.approx(1.0, rel=1e-4)  # ||dW - 2 dW|| = ||dW||
+    zero = Adapter(x.a, {"o": torch.zeros(2, 4, 3)}, x.scale)
+    assert zero.distance(x) == 0.0  # nothing to be relative to
+
+
 def test_a_tiny_network_lowers_the_lesson_loss(settings: Settings, loaded: Loaded) -> None:
     sessions = _sessions(settings, loaded, ("tidewater", "ostrawell"))
     assert all(s.heldout and len(s.context) < len(s.rendered) for s in sessions)
@@ -240,6 +258,7 @@ def test_resume_continues_the_same_steps_and_optimizer_state(
     torch.testing.assert_close(trained.in_mean, expected)  # fixed from the training sessions
     evals = resumed.evals[-1]
     assert {"base", "bias_only", "generated", "mismatched", "heldout"} <= set(evals)
+    assert evals["sessions"] > 1 and evals["spread"] > 0.0  # adapters of 2 sessions, apart
     assert resumed.sessions["eval"] and not set(resumed.sessions["eval"]) & set(
         resumed.sessions["train"])
     with pytest.raises(UsageError, match="--resume"):

@@ -108,6 +108,22 @@ class Adapter:
         assert total is not None  # a config always has at least one target
         return total * self.scale**2 / len(self.a)
 
+    def distance(self, other: Adapter) -> float:
+        """How far apart two adapters' delta W are, relative to this one's: ||dW - dW'|| /
+        ||dW|| over every layer and module (0 when the same, e.g. a network that ignores its
+        input). Through the Gram matrices, as `penalty`: <BA, B'A'> = sum((B^T B') * (A A'^T))."""
+        def inner(x: Adapter, y: Adapter) -> float:
+            total = 0.0
+            for name, a in x.a.items():
+                cross_b = torch.einsum("lor,los->lrs", x.b[name], y.b[name])
+                cross_a = torch.einsum("lri,lsi->lrs", a, y.a[name])
+                total += float((cross_b * cross_a).sum()) * x.scale * y.scale
+            return total
+
+        own = inner(self, self)
+        apart = own + inner(other, other) - 2.0 * inner(self, other)
+        return math.sqrt(max(apart, 0.0) / own) if own > 0 else 0.0
+
 
 class _Pool(nn.Module):
     """Perceiver-style pooling: learned latents attend over the session's tokens."""

@@ -171,12 +171,15 @@ def evaluate(
     net: HyperNetwork, model: Any, sessions: list[Session], pad: int, batch_tokens: int
 ) -> dict[str, Any]:
     """Mean lesson loss per condition on one batch of each evaluation session, and on its
-    held-out paraphrases alone: base, bias_only, generated and mismatched."""
+    held-out paraphrases alone: base, bias_only, generated and mismatched; and `spread`, how
+    far apart the adapters written for neighbouring sessions are (`Adapter.distance`; near 0
+    means the network writes one adapter whatever it reads)."""
     net.eval()
     device = next(net.parameters()).device
     rows: dict[str, list[float]] = {"base": [], "bias_only": [], "generated": [], "mismatched": []}
     held: dict[str, list[float]] = {"base": [], "bias_only": [], "generated": []}
-    adapters = [net(s.visible().to(device)) for s in sessions]
+    with torch.no_grad():
+        adapters = [net(s.visible().to(device)) for s in sessions]
     for i, session in enumerate(sessions):
         batch = make_batches(session.rendered, batch_tokens, hash_name(session.name))[0]
         other = adapters[(i + 1) % len(sessions)] if len(sessions) > 1 else None
@@ -192,6 +195,9 @@ def evaluate(
     net.train()
     out: dict[str, Any] = {k: round(sum(v) / len(v), 4) for k, v in rows.items() if v}
     out["heldout"] = {k: round(sum(v) / len(v), 4) for k, v in held.items() if v}
+    if len(adapters) > 1:
+        gaps = [adapters[i].distance(adapters[(i + 1) % len(adapters)]) for i in range(len(adapters))]
+        out["spread"] = round(sum(gaps) / len(gaps), 4)
     out["sessions"] = len(sessions)
     return out
 
