@@ -1,4 +1,5 @@
-"""`rune hyper train`: meta-train the hypernetwork that writes an adapter in one forward pass.
+"""`rune hyper train`: meta-train the hypernetwork that writes an adapter in one forward pass;
+`rune hyper eval`: score a trained one on the sessions of any seeds.
 
 The network is trained on sessions the dataset generator invents (`rune bench make-dataset`),
 one dataset per training seed; the evaluation seeds are generated apart and never trained on.
@@ -23,6 +24,20 @@ def register(sub: Any) -> None:
         "train", help="meta-train the hypernetwork on generated sessions (docs/hypernetwork.md)")
     train.fill = lambda: _train_arguments(train)
     train.set_defaults(func=train_cmd)
+    ev = hyper_sub.add_parser(
+        "eval", help="score a hypernetwork on generated sessions: own adapter against another's")
+    ev.fill = lambda: _eval_arguments(ev)
+    ev.set_defaults(func=eval_cmd)
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", required=True, help="dataset seeds whose sessions are scored, "
+                   "e.g. 100 (held out) or 0 (a training seed: does it read what it learnt?)")
+    p.add_argument("--hypernetwork", type=Path, default=None, help="checkpoint folder (default: "
+                   "the hypernetwork setting, else RUNE_HOME/hyper/<base fingerprint>)")
+    p.add_argument("--projects", type=int, default=2, help="fictional projects per seed (default 2)")
+    p.add_argument("--sessions", type=int, default=4, help="sessions scored (default 4)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,4 +114,32 @@ def train_cmd(args: argparse.Namespace, settings: Settings) -> int:
           f"{state.seconds:.0f} s, {state.cpu_seconds:.0f} CPU s)")
     if state.evals:
         print(f"  last evaluation: {state.evals[-1]}")
+    return 0
+
+
+def eval_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from rune_mcp.basemodel import ensure_derived, resolve_base
+    from rune_mcp.distill.hyper.data import parse_seeds
+    from rune_mcp.distill.hyper.generate import find_hypernetwork
+    from rune_mcp.distill.hyper.train import evaluate_checkpoint
+    from rune_mcp.distill.train import load_base
+    from rune_mcp.errors import UsageError
+
+    seeds = parse_seeds(args.seeds)
+    if args.sessions < 2 or args.projects < 1:
+        raise UsageError("--sessions must be at least 2 (each is compared with another's "
+                         "adapter) and --projects at least 1.")
+    info = resolve_base(settings)
+    ckpt = find_hypernetwork(settings, info, args.hypernetwork or settings.hypernetwork)
+    _say("loading the base model")
+    loaded = load_base(settings, ensure_derived(settings, info), "lora")
+    result = evaluate_checkpoint(settings, loaded, ckpt, seeds, args.projects, args.sessions, _say)
+    if args.json:
+        emit_json(result)
+        return 0
+    print(f"hypernetwork at step {result['step']} on seeds {seeds} ({result['sessions']} "
+          f"sessions, {result['trained_on']} of them trained on):")
+    for key in ("base", "bias_only", "generated", "mismatched", "spread"):
+        if key in result:
+            print(f"  {key:<11} {result[key]}")
     return 0

@@ -355,6 +355,23 @@ def test_remember_with_the_hypernetwork_stores_an_adapter(
     assert record.manifest["training"]["hypernetwork"]["sha256"] == ckpt.sha256
 
 
+def test_hyper_eval_scores_a_checkpoint_on_any_seeds(
+    tiny_library: Settings, loaded: Loaded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = resolve_base(tiny_library)
+    ckpt = _save(default_dir(tiny_library, info.fingerprint),
+                 _config(loaded.model, fingerprint=info.fingerprint))
+    assert main(["hyper", "eval", "--seeds", "5", "--sessions", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == ckpt.step and result["seeds"] == [5] and result["sessions"] == 2
+    assert result["trained_on"] == 0  # the saved run names no training sessions
+    assert {"base", "bias_only", "generated", "mismatched", "heldout"} <= set(result)
+    assert result["spread"] > 0.0  # B moved off zero: two sessions, two different adapters
+    assert main(["hyper", "eval", "--seeds", "5", "--sessions", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sessions must be at least 2" in err and err.count("\n") == 0
+
+
 def test_remember_without_a_hypernetwork_refuses_before_loading(
     tiny_library: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -202,6 +202,23 @@ def evaluate(
     return out
 
 
+def evaluate_checkpoint(settings: Settings, loaded: Loaded, ckpt: Checkpoint, seeds: list[int],
+                        projects: int, sessions: int, say: Say = log.info) -> dict[str, Any]:
+    """`evaluate` for a stored network on the sessions of any seeds: held-out seeds measure
+    transfer; its own training seeds show whether it even reads the sessions it learnt from."""
+    model = loaded.model
+    freeze(model)
+    model.eval()
+    net = load_network(ckpt, loaded.device)
+    found = generated_sessions(settings, model, loaded.tokenizer, seeds, projects,
+                               ckpt.config.source, ckpt.config.max_tokens, say, sessions)
+    trained = set(ckpt.run.get("sessions", {}).get("train", []))
+    result = evaluate(net, model, found, int(loaded.tokenizer.pad_token_id),
+                      int(ckpt.run.get("options", {}).get("batch_tokens", MetaOptions.batch_tokens)))
+    return {"step": ckpt.step, "seeds": seeds, **result,
+            "trained_on": sum(s.name in trained for s in found)}
+
+
 def _resume(opts: MetaOptions, cfg: HyperConfig, device: str) -> tuple[HyperNetwork, Checkpoint | None]:
     if not opts.resume:
         if has_checkpoint(opts.out):
