@@ -296,8 +296,8 @@ class Divergence:
         return False
 
 
-def _diverged(step: int, value: float) -> TrainingError:
-    return TrainingError(f"training diverged at step {step} (loss {value:.4g}); nothing was "
+def _diverged(step: int, value: float, what: str = "loss") -> TrainingError:
+    return TrainingError(f"training diverged at step {step} ({what} {value:.4g}); nothing was "
                          "stored; lower learning_rate and try again.")
 
 
@@ -385,7 +385,7 @@ def _loop(
         loss.backward()
         norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
         if not math.isfinite(norm):
-            raise _diverged(step, norm)
+            raise _diverged(step, norm, "gradient norm")
         optimizer.step()
         scheduler.step()
         losses.append(value)

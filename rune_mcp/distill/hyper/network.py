@@ -96,14 +96,11 @@ class Adapter:
     scale: float
 
     def penalty(self) -> Tensor:
-        """Mean squared element of delta W, averaged over layers and modules. Computed through
-        the r x r Gram matrices (||BA||^2 = sum((B^T B) * (A A^T))), never forming delta W."""
+        """Mean squared element of delta W, averaged over layers and modules, without forming
+        delta W (`_inner`)."""
         total: Tensor | None = None
         for name, a in self.a.items():
-            b = self.b[name]
-            gram_b = torch.einsum("lor,los->lrs", b, b)
-            gram_a = torch.einsum("lri,lsi->lrs", a, a)
-            value = (gram_b * gram_a).sum(dim=(1, 2)).mean() / (a.shape[-1] * b.shape[-2])
+            value = _inner(a, self.b[name], a, self.b[name]).mean() / (a.shape[-1] * self.b[name].shape[-2])
             total = value if total is None else total + value
         assert total is not None  # a config always has at least one target
         return total * self.scale**2 / len(self.a)
@@ -111,18 +108,20 @@ class Adapter:
     def distance(self, other: Adapter) -> float:
         """How far apart two adapters' delta W are, relative to this one's: ||dW - dW'|| /
         ||dW|| over every layer and module (0 when the same, e.g. a network that ignores its
-        input). Through the Gram matrices, as `penalty`: <BA, B'A'> = sum((B^T B') * (A A'^T))."""
-        def inner(x: Adapter, y: Adapter) -> float:
-            total = 0.0
-            for name, a in x.a.items():
-                cross_b = torch.einsum("lor,los->lrs", x.b[name], y.b[name])
-                cross_a = torch.einsum("lri,lsi->lrs", a, y.a[name])
-                total += float((cross_b * cross_a).sum()) * x.scale * y.scale
-            return total
+        input)."""
+        def dot(x: Adapter, y: Adapter) -> float:
+            return sum(float(_inner(a, x.b[n], y.a[n], y.b[n]).sum()) for n, a in x.a.items()) \
+                * x.scale * y.scale
 
-        own = inner(self, self)
-        apart = own + inner(other, other) - 2.0 * inner(self, other)
+        own = dot(self, self)
+        apart = own + dot(other, other) - 2.0 * dot(self, other)
         return math.sqrt(max(apart, 0.0) / own) if own > 0 else 0.0
+
+
+def _inner(a: Tensor, b: Tensor, a2: Tensor, b2: Tensor) -> Tensor:
+    """<B A, B2 A2> per layer ([layers, r, in] and [layers, out, r] each) through the r x r
+    Gram matrices, sum((B^T B2) * (A A2^T)), so no [out, in] delta W is ever formed."""
+    return (torch.einsum("lor,los->lrs", b, b2) * torch.einsum("lri,lsi->lrs", a, a2)).sum(dim=(1, 2))
 
 
 class _Pool(nn.Module):

@@ -5,8 +5,8 @@ Objective, end to end: for a session, the network reads the encoder's states of 
 base (`apply.applied`); the loss is the cross-entropy of the lesson answers, the held-out
 phrasings included, computed exactly as LoRA training computes it (`distill.train`), with no
 session text in the prompt. Plus an L2 penalty on the generated delta W. Before the first
-step the network's input standardisation is fixed from the training sessions' states. Only the network's
-parameters get gradients; the base model stays frozen.
+step the network's input standardisation is fixed from the training sessions' states. Only
+the network's parameters get gradients; the base model stays frozen.
 
 The run is deterministic per step (which session and which batch a step trains on follow
 from the step number), so `--resume` continues a checkpointed run exactly where it stopped.
