@@ -61,6 +61,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default {d.source})")
     _option(p, "--lr", d.learning_rate, "AdamW learning rate")
     _option(p, "--l2", d.l2, "weight of the L2 penalty on the generated delta W")
+    _option(p, "--contrast", d.contrast, "weight of the hinge asking a session's own adapter "
+            "to beat another session's on its lessons (0 = off)")
+    _option(p, "--margin", d.margin, "nats the own adapter should beat the rival's by")
     _option(p, "--rank", d.rank, "LoRA rank")
     _option(p, "--alpha", d.alpha, "LoRA alpha")
     _option(p, "--latent", d.latent, "width of the network's latents")
@@ -93,6 +96,7 @@ def train_cmd(args: argparse.Namespace, settings: Settings) -> int:
         out=args.out or default_dir(settings, info.fingerprint),
         train_seeds=parse_seeds(args.train_seeds), eval_seeds=parse_seeds(args.eval_seeds),
         projects=args.projects, steps=args.steps, learning_rate=args.lr, l2=args.l2,
+        contrast=args.contrast, margin=args.margin,
         batch_tokens=args.batch_tokens, sessions_per_step=args.sessions_per_step,
         eval_every=args.eval_every, eval_sessions=args.eval_sessions, rank=args.rank,
         alpha=args.alpha, latent=args.latent, source=args.source, seed=args.seed,

@@ -195,15 +195,91 @@ def test_a_tiny_network_lowers_the_lesson_loss(settings: Settings, loaded: Loade
 
     before = measured()
     for step in range(1, 9):
-        _, penalty, total = train_step(net, loaded.model, sessions, [0, 1], step, opts, pad)
+        figures = train_step(net, loaded.model, sessions, [0, 1], step, opts, pad)
         optimizer.zero_grad()
-        total.backward()
+        figures.total.backward()
         optimizer.step()
     after = measured()
     # A random tiny model starts at ln(49152) and moves slowly; the batches are fixed, so
     # the drop is no noise.
     assert after < before - 0.1, (before, after)
-    assert penalty > 0.0  # the generated delta W is no longer zero, and is penalised
+    assert figures.penalty > 0.0  # the generated delta W is no longer zero, and is penalised
+    assert figures.gap is None  # no hinge unless asked for
+
+
+def _distinct_sessions(settings: Settings, loaded: Loaded) -> list[Session]:
+    """Two sessions whose lessons differ in every name (`_sessions` differ in the path only)."""
+    from rune_mcp.trajectory import Trajectory
+
+    first = make_trajectory()
+    words = {"tidewater": "ostrawell", "gauges": "beacons", "read_window": "sample_range",
+             "station_id": "buoy_key", "hours": "minutes", "fetch": "pull", "average_level":
+             "peak_swell", "reports": "digests", "24": "90"}
+    text = first.to_json()
+    for old, new in words.items():
+        text = text.replace(old, new)
+    out = []
+    for n, traj in enumerate((first, Trajectory.from_json(text))):
+        examples = compile_lessons(traj, settings)
+        out.append(session_from(f"tide-0{n + 1}", 0, traj, examples, loaded.model,
+                                loaded.tokenizer, "lessons", 256))
+    return out
+
+
+def test_the_contrast_hinge_pulls_own_and_rival_adapters_apart(settings: Settings,
+                                                               loaded: Loaded) -> None:
+    sessions = _distinct_sessions(settings, loaded)
+    pad = int(loaded.tokenizer.pad_token_id)
+
+    def trained(contrast: float) -> tuple[HyperNetwork, float | None]:
+        torch.manual_seed(0)
+        net = HyperNetwork(_config(loaded.model))
+        net.set_input_stats([s.visible() for s in sessions])  # as meta_train does
+        opts = MetaOptions(out=Path(), train_seeds=[0], eval_seeds=[1], batch_tokens=192,
+                           l2=1e-2, contrast=contrast, margin=5.0)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
+        for step in range(1, 7):
+            figures = train_step(net, loaded.model, sessions, [0, 1], step, opts, pad)
+            optimizer.zero_grad()
+            figures.total.backward()
+            optimizer.step()
+        return net, figures.gap
+
+    plain, no_gap = trained(0.0)
+    contrasted, gap = trained(1.0)
+    assert no_gap is None and gap is not None  # the plain loss measures no gap
+    fixed = [make_batches(s.rendered, 192, 0)[0] for s in sessions]
+
+    def margin(net: HyperNetwork) -> float:
+        """Mean over both sessions of (the other's adapter - the own adapter) lesson loss."""
+        with torch.no_grad():
+            adapters = [net(s.visible()) for s in sessions]
+            return sum(float(lesson_loss(loaded.model, adapters[1 - i], fixed[i], pad)
+                             - lesson_loss(loaded.model, adapters[i], fixed[i], pad))
+                       for i in range(2)) / 2
+
+    # Same seed, same steps, same batches: only the hinge differs, and it is what makes each
+    # session's own adapter answer its lessons better than the other session's does.
+    # Measured: 0.0023 nats without the hinge, 0.024 with it.
+    plain_margin, contrasted_margin = margin(plain), margin(contrasted)
+    assert contrasted_margin > max(5 * plain_margin, plain_margin + 0.01), (
+        contrasted_margin, plain_margin)
+
+
+def test_the_rival_is_of_the_same_project_and_seed_when_there_is_one() -> None:
+    from rune_mcp.distill.hyper.train import rival
+
+    def session(name: str, seed: int) -> Session:
+        return Session(name, seed, [], [], torch.zeros(1, 1, 1), [0])
+
+    group = [session("alpha-01", 0), session("alpha-02", 0), session("beta-01", 0),
+             session("alpha-03", 1)]
+    picked = {rival(group, 0, step, 0) for step in range(1, 40)}
+    assert picked == {1}
+    assert {rival(group, 2, step, 0) for step in range(1, 40)} <= {0, 1}
+    assert rival(group, 3, 5, 0) in {0, 1, 2}
+    assert rival(group, 0, 5, 0) == rival(group, 0, 5, 0)
+    assert rival(group[:1], 0, 5, 0) is None
 
 
 def test_heldout_paraphrases_and_seeds() -> None:

@@ -4,7 +4,12 @@ Objective, end to end: for a session, the network reads the encoder's states of 
 (minus the held-out paraphrases), writes an adapter, and the adapter is applied to the frozen
 base (`apply.applied`); the loss is the cross-entropy of the lesson answers, the held-out
 phrasings included, computed exactly as LoRA training computes it (`distill.train`), with no
-session text in the prompt. Plus an L2 penalty on the generated delta W. Before the first
+session text in the prompt. Plus an L2 penalty on the generated delta W, and, with
+`contrast` > 0, a hinge that asks the session's own adapter to beat a rival's on its lessons
+by `margin` nats: the rival is the adapter the network writes for another session of the same
+project (same seed), so writing one adapter whatever the network reads, which the plain loss
+leaves as a minimum (measured: generated = mismatched to 0.1%), costs `contrast x margin`.
+Before the first
 step the network's input standardisation is fixed from the training sessions' states. Only
 the network's parameters get gradients; the base model stays frozen.
 
@@ -65,6 +70,8 @@ class MetaOptions:
     steps: int = 200
     learning_rate: float = 1e-3
     l2: float = 1e-2
+    contrast: float = 0.0  # weight of the hinge on own-vs-rival lesson loss (0 = off)
+    margin: float = 1.0  # nats the own adapter should beat the rival's by
     batch_tokens: int = 384
     sessions_per_step: int = 1
     eval_every: int = 50
@@ -87,6 +94,8 @@ class MetaOptions:
                              "seeds must never be trained on, so choose disjoint sets.")
         if self.steps < 1 or self.sessions_per_step < 1 or self.eval_every < 1:
             raise UsageError("--steps, --sessions-per-step and --eval-every must be at least 1.")
+        if self.contrast < 0 or self.margin < 0:
+            raise UsageError("--contrast and --margin must be 0 or more (0 turns the hinge off).")
 
 
 @dataclass
@@ -96,6 +105,7 @@ class MetaState:
     step: int = 0
     losses: list[float] = field(default_factory=list)
     penalties: list[float] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)  # rival loss - own loss, with --contrast
     evals: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0  # training and evaluation, wall clock, summed over resumed runs
     cpu_seconds: float = 0.0  # the same in process CPU time (all threads)
@@ -146,24 +156,62 @@ def schedule(step: int, n_sessions: int, per_step: int, seed: int) -> list[int]:
     return picks
 
 
+@dataclass
+class StepLoss:
+    """One step's figures (means over the picked sessions) and the loss to backpropagate."""
+
+    loss: float
+    penalty: float
+    gap: float | None  # rival adapter's lesson loss minus the own one's; None: no hinge
+    total: Any
+
+
+def rival(sessions: Sequence[Session], i: int, step: int, seed: int) -> int | None:
+    """Another session to contrast session `i` with at `step`: one of the same project and
+    seed when there is one (the hardest case: same conventions, other lessons), else of the
+    same seed, else any; chosen from the step, so a resumed run picks the same."""
+    me = sessions[i]
+    others = [j for j in range(len(sessions)) if j != i]
+    same_seed = [j for j in others if sessions[j].seed == me.seed]
+    same_project = [j for j in same_seed if project_of(sessions[j]) == project_of(me)]
+    pool = same_project or same_seed or others
+    if not pool:
+        return None
+    return random.Random(seed * 1_000_003 + step * 7_919 + i).choice(pool)
+
+
+def project_of(session: Session) -> str:
+    return session.name.rsplit("-", 1)[0]
+
+
 def train_step(
     net: HyperNetwork, model: Any, sessions: list[Session], picks: list[int], step: int,
     opts: MetaOptions, pad: int,
-) -> tuple[float, float, Any]:
-    """Mean lesson loss and penalty over the picked sessions, and the loss to backpropagate."""
+) -> StepLoss:
+    """Mean lesson loss, penalty and rival gap over the picked sessions, and the loss to
+    backpropagate."""
     total: Any = 0.0
-    loss_sum = penalty_sum = 0.0
+    loss_sum = penalty_sum = gap_sum = 0.0
+    gaps = 0
     device = next(net.parameters()).device
     for i in picks:
         session = sessions[i]
         adapter = net(session.visible().to(device))
-        loss = lesson_loss(model, adapter, step_batches(session, step, len(sessions),
-                                                        opts.batch_tokens), pad)
+        batch = step_batches(session, step, len(sessions), opts.batch_tokens)
+        loss = lesson_loss(model, adapter, batch, pad)
         penalty = adapter.penalty()
-        total = total + (loss + opts.l2 * penalty) / len(picks)
+        term = loss + opts.l2 * penalty
+        other = rival(sessions, i, step, opts.seed) if opts.contrast > 0 else None
+        if other is not None:
+            gap = lesson_loss(model, net(sessions[other].visible().to(device)), batch, pad) - loss
+            term = term + opts.contrast * torch.relu(opts.margin - gap)
+            gap_sum += float(gap.detach())
+            gaps += 1
+        total = total + term / len(picks)
         loss_sum += float(loss.detach())
         penalty_sum += float(penalty.detach())
-    return loss_sum / len(picks), penalty_sum / len(picks), total
+    return StepLoss(loss_sum / len(picks), penalty_sum / len(picks),
+                    gap_sum / gaps if gaps else None, total)
 
 
 @torch.no_grad()
@@ -290,19 +338,23 @@ def _loop(net: HyperNetwork, model: Any, optimizer: Any, train: list[Session],
     watch = Divergence(healthy=list(state.losses))
     for step in range(state.step + 1, opts.steps + 1):
         picks = schedule(step, len(train), opts.sessions_per_step, opts.seed)
-        loss, penalty, total = train_step(net, model, train, picks, step, opts, pad)
+        figures = train_step(net, model, train, picks, step, opts, pad)
+        loss, penalty = figures.loss, figures.penalty
         if watch.diverged(loss):
             raise TrainingError(f"meta-training diverged at step {step} (loss {loss:.4g}); "
                                 "lower --lr and resume from the last checkpoint.")
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        figures.total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         state.step, state.losses, state.penalties = step, [*state.losses, round(loss, 4)], \
             [*state.penalties, float(f"{penalty:.4g}")]
+        gap = "" if figures.gap is None else f" gap {figures.gap:+.3f}"
+        if figures.gap is not None:
+            state.gaps = [*state.gaps, round(figures.gap, 4)]
         elapsed = time.monotonic() - started
         eta = elapsed / (step - first) * (opts.steps - step)
-        say(f"step {step}/{opts.steps} loss {loss:.4f} penalty {penalty:.3g} "
+        say(f"step {step}/{opts.steps} loss {loss:.4f} penalty {penalty:.3g}{gap} "
             f"({elapsed:.0f} s, ETA {eta:.0f} s)")
         if step % opts.eval_every == 0 or step == opts.steps:
             if evals:
