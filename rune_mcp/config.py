@@ -245,6 +245,11 @@ class Settings(BaseModel):
         default=48, ge=4, le=512,
         description="Length of the free answers a self-probe is asked for while evolving.",
     )
+    evolve_probes: int = Field(
+        default=8, ge=1, le=1000,
+        description="Self-probes per session one fitness evaluation asks: an even spread of "
+        "them, the same for every candidate (all of them when a session holds fewer).",
+    )
     evolve_scored_weight: float = Field(
         default=0.25, ge=0.0,
         description="Fitness per nat of mean log-probability per token of the self-probes' "

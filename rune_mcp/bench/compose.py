@@ -14,9 +14,10 @@ Not in the default set (`--conditions` names them):
   each: TIES already averages the entries whose signs agree, so weights summing to 1 would
   shrink the merged update n-fold a second time;
 - `evolved`: `rune evolve`'s search for the project (`rune_mcp.distill.evolve`, CMA-ES over the
-  adapters' scales on their self-probes, `cat` merge) within `--evolve-budget-s` seconds per
-  project, answered with the merge it stored or, when no composition beat its best single
-  adapter by its margin, with that adapter: what the operator leaves a user with.
+  adapters' scales on their self-probes, `cat` merge), its `evolve_generations` in full (or
+  within `--evolve-budget-s` seconds per project when given), answered with the merge it
+  stored or, when no composition beat its best single adapter by its margin, with that
+  adapter: what the operator leaves a user with.
 
 The project of a knowledge probe is its source session's; a control probe is given one of the
 run's projects by a digest of its id, so the cost of each composition to general knowledge
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 
 COMPOSE_CONDITIONS = ("best_single", "project_sum", "project_ties", "evolved")
 TIES_DENSITY = 0.5
-EVOLVE_BUDGET_S = 300.0
-QUICK_EVOLVE_BUDGET_S = 60.0
 # a --quick run searches one generation with short answers and a short drift text
 QUICK_EVOLVE: dict[str, Any] = {"evolve_generations": 1, "evolve_answer_tokens": 16,
                                 "evolve_drift_tokens": 128}

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import sys
 import tempfile
@@ -50,9 +51,7 @@ from typing import TYPE_CHECKING, Any
 from rune_mcp.bench.answers import summarize_free
 from rune_mcp.bench.compose import (
     COMPOSE_CONDITIONS,
-    EVOLVE_BUDGET_S,
     QUICK_EVOLVE,
-    QUICK_EVOLVE_BUDGET_S,
     Compositions,
 )
 from rune_mcp.bench.hyperconds import HYPER_CONDITIONS, HyperAdapters, find_checkpoint
@@ -562,7 +561,9 @@ def run_memory(
 ) -> dict[str, Any]:
     """Remember `paths` into a temporary library, score `probes` under `conditions` as scored
     choices and as free answers, and (with `general`) measure each adapter's general ability.
-    `evolve_budget_s` is the evolved condition's search time per project; `hypernetwork` the
+    `evolve_budget_s` caps the evolved condition's search time per project (default: no cap,
+    so the search makes its `evolve_generations` in full and a run is repeatable whatever the
+    machine's load); `hypernetwork` the
     checkpoint folder of the hypernetwork conditions (default: `find_checkpoint`'s)."""
     from rune_mcp.bench.answers import FREE_TOKENS, QUICK_FREE_TOKENS, free_answer
     from rune_mcp.runtime import close_backends
@@ -570,7 +571,7 @@ def run_memory(
     start = time.perf_counter()
     free_tokens = QUICK_FREE_TOKENS if quick else FREE_TOKENS
     guard: dict[str, Any] | None = None
-    budget = evolve_budget_s or (QUICK_EVOLVE_BUDGET_S if quick else EVOLVE_BUDGET_S)
+    budget = evolve_budget_s or math.inf
     composed = [c for c in conditions if c in COMPOSE_CONDITIONS]
     hypered = [c for c in conditions if c in HYPER_CONDITIONS]
     # refused before anything trains: no checkpoint, or one for another base or targets
@@ -630,7 +631,9 @@ def run_memory(
         "seconds": {"remember": round(remembered, 1), "total": round(time.perf_counter() - start, 1)},
     }
     if scorer.compose is not None:
-        config["evolve"] = {"budget_s": budget, "generations": local.evolve_generations,
+        config["evolve"] = {"budget_s": None if math.isinf(budget) else budget,
+                            "generations": local.evolve_generations,
+                            "probes": local.evolve_probes,
                             "answer_tokens": local.evolve_answer_tokens,
                             "drift_tokens": local.evolve_drift_tokens}
         config["compositions"] = scorer.compose.to_dict()
@@ -705,8 +708,9 @@ def register(sub: Any) -> None:
         "--evolve-budget-s",
         type=float,
         metavar="N",
-        help=f"seconds the evolved condition searches per project (default {EVOLVE_BUDGET_S:g}, "
-        f"{QUICK_EVOLVE_BUDGET_S:g} with --quick)",
+        help="at most this many seconds of search per project for the evolved condition "
+        "(default: no cap; the search makes the evolve_generations setting's generations in "
+        "full, so a run does not depend on the machine's load)",
     )
     p.add_argument(
         "--no-general",

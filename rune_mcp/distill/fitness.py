@@ -3,7 +3,9 @@ what it costs the model's general ability.
 
 A composition (adapters with scales, applied at run time; a stored merge is one adapter at
 scale 1) is scored on the self-probes of every session involved (`rune_mcp.library.selfprobes`),
-each session weighing the same however many probes it holds:
+each session weighing the same however many probes it holds. At most `evolve_probes` of a
+session's probes are asked, one lesson at a time in turn (`spread`), the same ones for every
+candidate: on the embedded base a probe costs about a second of an evaluation.
 
 - **free**: the probe's question asked alone, answered greedily (`evolve_answer_tokens`) through
   the runtime backend with the composition applied; right when the answer holds one of the
@@ -46,15 +48,17 @@ class Weights:
     drift: float
     answer_tokens: int
     drift_tokens: int
+    probes: int = 1000  # self-probes asked per session
 
     @classmethod
     def of(cls, settings: Settings) -> Weights:
         return cls(settings.evolve_scored_weight, settings.evolve_drift_weight,
-                   settings.evolve_answer_tokens, settings.evolve_drift_tokens)
+                   settings.evolve_answer_tokens, settings.evolve_drift_tokens,
+                   settings.evolve_probes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"scored": self.scored, "drift": self.drift, "answer_tokens": self.answer_tokens,
-                "drift_tokens": self.drift_tokens}
+                "drift_tokens": self.drift_tokens, "probes": self.probes}
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,15 @@ class Fitness:
                  weights: Weights | None = None) -> None:
         from rune_mcp.bench.general import Budget, Guard
 
-        self.sessions = [s for s in sessions if s.probes]
+        self.weights = weights or Weights.of(settings)
+        self.sessions = [SessionProbes(s.adapter_id, s.session_id,
+                                       spread(s.probes, self.weights.probes))
+                         for s in sessions if s.probes]
         if not self.sessions:
             raise UsageError("none of these adapters holds self-probes (they were remembered "
                              "before self-probes existed, or with self_probe_share 0); remember "
                              "their sessions again to score or evolve them.")
         self.backend = backend
-        self.weights = weights or Weights.of(settings)
         guard = Guard(settings, backend, Budget(corpus_tokens=self.weights.drift_tokens,
                                                 prompts=0, coding=0))
         self.tokens = guard.tokens
@@ -159,6 +165,20 @@ class Fitness:
         if self._base_nll is None:
             self._base_nll = self._nll([])
         return self._base_nll
+
+
+def spread(probes: Sequence[SelfProbe], count: int) -> list[SelfProbe]:
+    """`count` of `probes` (all of them when fewer), taken one lesson at a time in turn, so
+    that as many of the session's lessons as possible are asked about; in stored order."""
+    if len(probes) <= count:
+        return list(probes)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, probe in enumerate(probes):
+        groups.setdefault(tuple(probe.lesson), []).append(i)
+    picked: list[int] = []
+    for rank in range(max(len(g) for g in groups.values())):
+        picked += [g[rank] for g in groups.values() if rank < len(g)]
+    return [probes[i] for i in sorted(picked[:count])]
 
 
 def session_probes(lib: Any, adapter_ids: Sequence[str]) -> list[SessionProbes]:

@@ -259,3 +259,17 @@ def test_rune_evolve_prints_what_it_found_and_queues_on_request(
     assert main(["jobs", "ls", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert any(job["fmt"] == "evolve" and job["path"] == SPLIT for job in listed)
+
+
+def test_fitness_asks_an_even_share_of_every_lesson_when_probes_are_capped() -> None:
+    from rune_mcp.distill.fitness import spread
+    from rune_mcp.library.selfprobes import SelfProbe
+
+    def probe(n: int, lesson: int) -> SelfProbe:
+        return SelfProbe(question=f"q{n}", answer=f"`a{n}`", key_spans=[f"a{n}"], lesson=[lesson])
+
+    probes = [probe(0, 7), probe(1, 3), probe(2, 3), probe(3, 7), probe(4, 3), probe(5, 9)]
+    assert [p.question for p in spread(probes, 3)] == ["q0", "q1", "q5"]  # one per lesson
+    assert [p.question for p in spread(probes, 4)] == ["q0", "q1", "q3", "q5"]  # then seconds
+    assert spread(probes, 4) == spread(probes, 4)  # the same for every candidate
+    assert spread(probes, 10) == probes
