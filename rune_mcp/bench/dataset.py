@@ -33,7 +33,8 @@ from rune_mcp.errors import UsageError
 from rune_mcp.fsutil import atomic_write_text
 
 DATASET_VERSION = 1
-QUIRKS_PER_PROJECT = 6
+QUIRKS_PER_SESSION = 2
+SESSIONS_PER_PROJECT = 3
 _HEADS = [
     "tarn", "quill", "bore", "ostra", "vel", "mira", "kest", "lumo", "dras", "fen", "cor", "yar",
     "pell", "skal", "vint", "zeph", "orla", "brisk",
@@ -261,13 +262,20 @@ def make_probe(rng: random.Random, pid: str, spec: ProbeSpec, source: str | None
 # --- the generator -------------------------------------------------------------------------------
 
 
-def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> dict[str, Any]:
+def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12,
+             sessions_per_project: int = SESSIONS_PER_PROJECT) -> dict[str, Any]:
     """Write `out/sessions/*.jsonl`, `out/probes.jsonl` and `out/dataset.json`; returns the
-    manifest. Every random choice comes from one `random.Random(seed)`."""
+    manifest. Every random choice comes from one `random.Random(seed)`, so the default three
+    sessions a project give the datasets they always gave."""
     if projects < 2:
         raise UsageError(
             "--projects must be at least 2 (the mismatched-adapter control needs another project)."
         )
+    most = len(KINDS) // QUIRKS_PER_SESSION
+    if not 1 <= sessions_per_project <= most:
+        raise UsageError(f"--sessions must be 1 to {most} (two of the {len(KINDS)} kinds of quirk "
+                         f"a session, none twice in a project), not {sessions_per_project}.")
+    quirks_per_project = QUIRKS_PER_SESSION * sessions_per_project
     rng = random.Random(seed)
     kinds = list(KINDS)
     rng.shuffle(kinds)
@@ -278,12 +286,13 @@ def generate(out: Path, projects: int = 4, seed: int = 0, general: int = 12) -> 
     files: dict[str, str] = {}
     plans: list[tuple[str, list[SessionPlan]]] = []
     for p in range(projects):
-        picked = [kinds[(p * QUIRKS_PER_PROJECT + i) % len(kinds)] for i in range(QUIRKS_PER_PROJECT)]
+        picked = [kinds[(p * quirks_per_project + i) % len(kinds)]
+                  for i in range(quirks_per_project)]
         proj, quirks = plan_quirks(rng, make_project(rng, used), picked)
         known: list[Quirk] = []
         previous: tuple[str, str] | None = None
         plans.append((proj.name, []))
-        for s, group in enumerate(group_sessions(quirks)):
+        for s, group in enumerate(group_sessions(quirks, QUIRKS_PER_SESSION)):
             name = f"{proj.name}-{s + 1:02d}"
             session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
             task = session_task(rng, proj, group, previous[1] if previous else None)
@@ -334,15 +343,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="folder for sessions/, probes.jsonl, dataset.json")
     p.add_argument(
-        "--projects", type=int, default=4, help="fictional projects (default 4, three sessions each)"
+        "--projects", type=int, default=4, help="fictional projects (default 4)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--sessions", type=int, default=SESSIONS_PER_PROJECT,
+                   help=f"sessions a project, two quirks each (default {SESSIONS_PER_PROJECT}; "
+                        f"at most {len(KINDS) // QUIRKS_PER_SESSION})")
     p.add_argument("--general", type=int, default=12, help="general-knowledge control probes (default 12)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    manifest = generate(args.out, args.projects, args.seed, args.general)
+    manifest = generate(args.out, args.projects, args.seed, args.general, args.sessions)
     print(
         f"wrote {len(manifest['sessions'])} sessions of {args.projects} projects and "
         f"{manifest['probe_count']} probes ({manifest['multi_session_probe_count']} of them "

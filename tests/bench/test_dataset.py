@@ -191,3 +191,22 @@ def _write(tmp_path: Path, raw: dict[str, object]) -> Path:
     path = tmp_path / "one.jsonl"
     path.write_text(json.dumps(raw) + "\n")
     return path
+
+
+def test_five_sessions_a_project_teach_every_kind_once_and_parse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "make-dataset", "--out", str(tmp_path / "d"), "--projects", "2",
+                 "--seed", "4", "--sessions", "5"]) == 0
+    assert "10 sessions of 2 projects" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    for project in {s["project"] for s in manifest["sessions"]}:
+        mine = [s for s in manifest["sessions"] if s["project"] == project]
+        kinds = [k for s in mine for k in s["quirks"]]
+        assert len(mine) == 5 and sorted(kinds) == sorted(KINDS)  # each kind once
+        traj = parse_path(tmp_path / "d" / "sessions" / f"{mine[-1]['name']}.jsonl")
+        assert len(traj.episodes) == len(mine[-1]["quirks"])
+    assert manifest["multi_session_probe_count"] > 12  # more pairs of sessions to combine
+    assert main(["bench", "make-dataset", "--out", str(tmp_path / "e"), "--sessions", "6"]) == 2
+    assert "--sessions must be 1 to 5" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
