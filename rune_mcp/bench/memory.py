@@ -558,13 +558,16 @@ def run_memory(
     general: bool = True,
     evolve_budget_s: float | None = None,
     hypernetwork: Path | None = None,
+    general_conditions: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Remember `paths` into a temporary library, score `probes` under `conditions` as scored
     choices and as free answers, and (with `general`) measure each adapter's general ability.
     `evolve_budget_s` caps the evolved condition's search time per project (default: no cap,
     so the search makes its `evolve_generations` in full and a run is repeatable whatever the
     machine's load); `hypernetwork` the
-    checkpoint folder of the hypernetwork conditions (default: `find_checkpoint`'s)."""
+    checkpoint folder of the hypernetwork conditions (default: `find_checkpoint`'s);
+    `general_conditions` limits the general guard to the adapters of those conditions (it
+    costs minutes an adapter)."""
     from rune_mcp.bench.answers import FREE_TOKENS, QUICK_FREE_TOKENS, free_answer
     from rune_mcp.runtime import close_backends
 
@@ -602,7 +605,9 @@ def run_memory(
             right = sum(r["free"]["verdict"] == "right" for r in rows)
             say(f"scored {len(ordered)} probes under {condition}; free answers right: {right}")
         if general:
-            guard = _general(local, scorer, results, quick, say)
+            guarded = [r for r in results
+                       if general_conditions is None or r["condition"] in general_conditions]
+            guard = _general(local, scorer, guarded, quick, say)
         close_backends()  # the backend's adapter cache points into the temporary library
     config = {
         "sessions": [s.name for s in sessions],
@@ -625,6 +630,7 @@ def run_memory(
         "context_budget_tokens": scorer.budget,
         "free_answer_tokens": free_tokens,
         "general": general,
+        "general_conditions": None if general_conditions is None else list(general_conditions),
         "context_size": local.context_size,
         "seed": local.seed,
         "threads": local.threads,
@@ -718,6 +724,12 @@ def register(sub: Any) -> None:
         help="skip the general-ability guard (NLL on fixed corpora, coding questions) per adapter",
     )
     p.add_argument(
+        "--general-conditions",
+        metavar="LIST",
+        help="measure general ability only for the adapters of these conditions (comma "
+        "separated; default: every adapter condition run; the guard takes minutes an adapter)",
+    )
+    p.add_argument(
         "--from-json",
         type=Path,
         metavar="FILE",
@@ -766,6 +778,18 @@ def _conditions(text: str | None) -> tuple[str, ...]:
     return chosen
 
 
+def _guarded(text: str | None, conditions: Sequence[str]) -> tuple[str, ...] | None:
+    """`--general-conditions`, checked against the conditions of the run."""
+    if text is None:
+        return None
+    chosen = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    stray = [c for c in chosen if c not in conditions]
+    if stray or not chosen:
+        raise UsageError(f"--general-conditions {text!r} names no condition or ones this run "
+                         f"does not score ({stray}); choose among {', '.join(conditions)}.")
+    return chosen
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from rune_mcp.bench.report import write_ablation_report, write_report
 
@@ -787,6 +811,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if budget is not None and not budget > 0:
         raise UsageError(f"--evolve-budget-s must be a positive number of seconds, got {budget}.")
     conditions = ABLATION_CONDITIONS if args.ablation else _conditions(args.conditions)
+    guarded = _guarded(args.general_conditions, conditions)
     paths = select_sessions(paths, args.quick, args.projects,
                             compose=any(c in COMPOSE_CONDITIONS for c in conditions))
     subset = args.projects is not None
@@ -807,7 +832,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         data = run_memory(settings, paths, probes, conditions, args.quick, None,
                           _say, subset, args.seed, general=not args.no_general,
-                          evolve_budget_s=budget, hypernetwork=args.hypernetwork)
+                          evolve_budget_s=budget, hypernetwork=args.hypernetwork,
+                          general_conditions=guarded)
         _write_json(args.json, data)
         if args.report:
             write_report(data, args.report)

@@ -80,7 +80,8 @@ def test_each_composition_condition_runs_end_to_end(
     out, report = tmp_path / "memory.json", tmp_path / "report"
     rc = main(["bench", "memory", "--sessions", str(sessions), "--probes",
                str(dataset / "probes.jsonl"), "--quick", "--conditions", ",".join(RUN),
-               "--evolve-budget-s", "120", "--json", str(out), "--report", str(report)])
+               "--evolve-budget-s", "120", "--general-conditions", "project_sum,evolved",
+               "--json", str(out), "--report", str(report)])
     assert rc == 0
     data = json.loads(out.read_text())
     config, rows, summary = data["config"], data["results"], data["summary"]
@@ -88,6 +89,8 @@ def test_each_composition_condition_runs_end_to_end(
     singles = set(adapters.values())
     first, second = sorted({name.rsplit("-", 1)[0] for name in adapters})
     assert len(adapters) == 3 and config["evolve"]["budget_s"] == 120
+    assert config["evolve"]["probes"] == 8 and config["general_conditions"] == ["project_sum",
+                                                                               "evolved"]
     comps = config["compositions"]
     project = {p.rsplit("/", 1)[-1]: part for p, part in comps.items()}
     big = project[first]
@@ -130,9 +133,10 @@ def test_each_composition_condition_runs_end_to_end(
     assert all(r["context_session"] == f"{first}-01+{first}-02" for r in full)
     one = [r for r in rows if r["condition"] == "full_context" and probe_type(r) == "single"]
     assert min(r["context_tokens"] for r in full) > max(r["context_tokens"] for r in one) / 2
-    # the general guard measures the compositions as they were applied
+    # the general guard measures the compositions as they were applied, and only those named
     general = summary["general"]["conditions"]
-    assert set(COMPOSE_CONDITIONS) <= set(general)
+    assert {"project_sum", "evolved"} <= set(general)
+    assert "project_ties" not in general and general["oracle_adapter"]["adapters"] == 0
     assert general["project_sum"]["adapters"] == 2  # the sum, and the lone adapter
     assert any("," in a for a in data["general"]["adapters"])
     compared = summary["compositions_compared"]

@@ -248,3 +248,8 @@ def test_unknown_memory_conditions_are_refused_before_any_training(
     err = capsys.readouterr().err
     assert "unknown ones (['bogus'])" in err and "choose among none, rag" in err
     assert "Traceback" not in err
+    assert main(["bench", "memory", "--sessions", str(tmp_path / "sessions"), "--probes",
+                 str(probes), "--conditions", "none,oracle_adapter", "--general-conditions",
+                 "evolved"]) == 2
+    err = capsys.readouterr().err
+    assert "ones this run does not score (['evolved'])" in err and "Traceback" not in err
