@@ -239,14 +239,14 @@ class Settings(BaseModel):
         default=600.0, gt=0, description="Seconds one evolve run may search before it stops.",
     )
     evolve_generations: int = Field(
-        default=6, ge=1, le=200, description="CMA-ES generations one evolve run searches at most.",
+        default=4, ge=1, le=200, description="CMA-ES generations one evolve run searches at most.",
     )
     evolve_answer_tokens: int = Field(
         default=48, ge=4, le=512,
         description="Length of the free answers a self-probe is asked for while evolving.",
     )
     evolve_probes: int = Field(
-        default=8, ge=1, le=1000,
+        default=4, ge=1, le=1000,
         description="Self-probes per session one fitness evaluation asks: an even spread of "
         "them, the same for every candidate (all of them when a session holds fewer).",
     )
@@ -260,7 +260,7 @@ class Settings(BaseModel):
         description="Fitness lost per nat of NLL per token the general corpus gains over the base.",
     )
     evolve_drift_tokens: int = Field(
-        default=1024, ge=16, le=20_000,
+        default=256, ge=16, le=20_000,
         description="Tokens of the standard library sample the general drift is measured on.",
     )
 

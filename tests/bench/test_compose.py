@@ -89,7 +89,7 @@ def test_each_composition_condition_runs_end_to_end(
     singles = set(adapters.values())
     first, second = sorted({name.rsplit("-", 1)[0] for name in adapters})
     assert len(adapters) == 3 and config["evolve"]["budget_s"] == 120
-    assert config["evolve"]["probes"] == 8 and config["general_conditions"] == ["project_sum",
+    assert config["evolve"]["probes"] == 4 and config["general_conditions"] == ["project_sum",
                                                                                "evolved"]
     comps = config["compositions"]
     project = {p.rsplit("/", 1)[-1]: part for p, part in comps.items()}
