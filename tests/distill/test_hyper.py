@@ -460,3 +460,31 @@ def test_remember_without_a_hypernetwork_refuses_before_loading(
     assert Library.open(tiny_library).list() == []
     args = build_parser().parse_args(["remember", "x.jsonl", "--method", "hyper+lora"])
     assert args.method == "hyper+lora"
+
+
+def test_encoded_states_are_cached_on_disk_by_what_they_depend_on(
+    settings: Settings, loaded: Loaded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rune_mcp.distill.hyper import encode
+    from rune_mcp.distill.hyper.encode import StateCache, pooled_states
+
+    cache = StateCache.of(tmp_path, FAKE_BASE, loaded.model)
+    texts = [[1, 2, 3, 4], [5, 6, 7]]
+    pad = int(loaded.tokenizer.pad_token_id)
+    first = cache.states(loaded.model, texts, pad)
+    torch.testing.assert_close(first, pooled_states(loaded.model, texts, pad))
+    (stored,) = (tmp_path / "hyper-states").iterdir()
+    assert stored.suffix == ".safetensors"
+
+    def refuse(*_: Any) -> None:
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(encode, "pooled_states", refuse)
+    torch.testing.assert_close(cache.states(loaded.model, texts, pad), first)  # read back
+    # another base, other tokens: other entries, never the stored one
+    assert StateCache.of(tmp_path, "other-base", loaded.model).path(texts, pad) != stored
+    assert cache.path([[1, 2, 3]], pad) != stored
+    monkeypatch.undo()
+    stored.write_bytes(b"not a safetensors file")  # damaged: encoded again, and rewritten
+    torch.testing.assert_close(cache.states(loaded.model, texts, pad), first)
+    assert stored.read_bytes() != b"not a safetensors file"

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from rune_mcp.config import Settings
 from rune_mcp.distill.collate import Rendered, render_examples
-from rune_mcp.distill.hyper.encode import pooled_states, session_tokens
+from rune_mcp.distill.hyper.encode import StateCache, pooled_states, session_tokens
 from rune_mcp.distill.lessons import Example, compile_lessons
 from rune_mcp.errors import TrainingError, UsageError
 from rune_mcp.trajectory import Trajectory
@@ -100,13 +100,14 @@ def heldout_paraphrases(examples: Sequence[Example], seed: int) -> list[int]:
 
 def session_from(
     name: str, seed: int, traj: Trajectory, examples: list[Example], model: Any, tokenizer: Any,
-    source: str, max_tokens: int,
+    source: str, max_tokens: int, cache: StateCache | None = None,
 ) -> Session:
-    """Encode one session for the network (lessons hidden per `heldout_paraphrases`)."""
+    """Encode one session for the network (lessons hidden per `heldout_paraphrases`); with
+    `cache`, states encoded before are read back instead."""
     rendered = render_examples(examples, tokenizer, max_tokens)
     texts = session_tokens(source, traj, examples, tokenizer, max_tokens)
     pad = int(tokenizer.pad_token_id)
-    states = pooled_states(model, texts, pad)
+    states = cache.states(model, texts, pad) if cache else pooled_states(model, texts, pad)
     heldout = heldout_paraphrases(examples, seed) if source == "lessons" else []
     hidden = set(heldout)
     context = [i for i in range(len(texts)) if i not in hidden]
@@ -116,8 +117,10 @@ def session_from(
 def generated_sessions(
     settings: Settings, model: Any, tokenizer: Any, seeds: Sequence[int], projects: int,
     source: str, max_tokens: int, say: Callable[[str], None], limit: int | None = None,
+    cache: StateCache | None = None,
 ) -> list[Session]:
-    """Every learnable session of the datasets of `seeds` (the first `limit`), encoded."""
+    """Every learnable session of the datasets of `seeds` (the first `limit`), encoded (or
+    read from `cache`)."""
     from rune_mcp.capture import parse_path
     from rune_mcp.distill.remember import check_learnable
 
@@ -140,7 +143,7 @@ def generated_sessions(
                 except TrainingError:
                     continue
                 out.append(session_from(f"{seed}/{path.stem}", seed, traj, examples, model,
-                                        tokenizer, source, max_tokens))
+                                        tokenizer, source, max_tokens, cache))
         say(f"seed {seed}: {sum(s.seed == seed for s in out)} sessions encoded")
     if not out:
         raise TrainingError(f"the datasets of seeds {list(seeds)} hold no learnable session; use "

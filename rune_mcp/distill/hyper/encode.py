@@ -10,11 +10,22 @@ windows of `max_tokens`, to compare how much the compiler adds. Reading with the
 means the encoder costs no parameters and speaks the same representation the adapter acts on
 (Doc-to-LoRA); the states of one text are a [layers, hidden] matrix, about 69 KB on
 SmolLM2-135M, so a training set's encodings are computed once and kept.
+
+`StateCache` keeps them across runs too (safetensors, one file per session under
+`cache_dir/hyper-states/`), addressed by a digest of everything they depend on: the base's
+fingerprint, its dtype, the pad token and the exact token lists. Encoding is most of a
+meta-training run's time on CPU (about 21 s a session here), and a changed lesson compiler,
+tokenizer or base gives other tokens or another fingerprint, so a stale entry is never read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +35,7 @@ from rune_mcp.distill.collate import render_examples
 from rune_mcp.distill.lessons import Example
 from rune_mcp.trajectory import Trajectory
 
+log = logging.getLogger(__name__)
 MAX_WINDOWS = 16  # a trajectory longer than this many windows keeps its first and last ones
 
 
@@ -90,3 +102,40 @@ def _pool(decoder: Any, seqs: list[list[int]], pad: int, device: Any) -> list[Te
     weights = mask.float()[:, None, :, None]
     pooled = (layers * weights).sum(dim=2) / weights.sum(dim=2).clamp(min=1.0)
     return list(pooled.cpu())
+
+
+@dataclass(frozen=True)
+class StateCache:
+    """`pooled_states` kept on disk by a digest of what they depend on (module docstring)."""
+
+    folder: Path
+    model_key: str  # the base's fingerprint and dtype
+
+    @classmethod
+    def of(cls, cache_dir: Path, fingerprint: str, model: Any) -> StateCache:
+        dtype = str(next(model.parameters()).dtype)
+        return cls(cache_dir / "hyper-states", f"{fingerprint}/{dtype}")
+
+    def path(self, token_lists: Sequence[list[int]], pad: int) -> Path:
+        payload = json.dumps([self.model_key, pad, [list(t) for t in token_lists]])
+        return self.folder / f"{hashlib.sha256(payload.encode()).hexdigest()}.safetensors"
+
+    def states(self, model: Any, token_lists: Sequence[list[int]], pad: int) -> Tensor:
+        """The states of `token_lists`: read when cached, else encoded and stored."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, save
+
+        from rune_mcp.fsutil import atomic_write_bytes
+
+        path = self.path(token_lists, pad)
+        if path.is_file():
+            try:
+                states = load_file(str(path))["states"]
+                if states.shape[0] == len(token_lists):
+                    return states
+            except (SafetensorError, KeyError, OSError) as exc:  # damaged: encode it again
+                log.warning("re-encoding %s: %s", path.name, exc)
+        states = pooled_states(model, token_lists, pad)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, save({"states": states.contiguous()}))
+        return states

@@ -45,6 +45,7 @@ from rune_mcp.distill.hyper.checkpoint import (
     save_checkpoint,
 )
 from rune_mcp.distill.hyper.data import Session, generated_sessions
+from rune_mcp.distill.hyper.encode import StateCache
 from rune_mcp.distill.hyper.network import Adapter, HyperConfig, HyperNetwork, parameter_count
 from rune_mcp.distill.train import (
     Divergence,
@@ -258,8 +259,9 @@ def evaluate_checkpoint(settings: Settings, loaded: Loaded, ckpt: Checkpoint, se
     freeze(model)
     model.eval()
     net = load_network(ckpt, loaded.device)
+    cache = StateCache.of(settings.cache_dir, ckpt.config.base_fingerprint, model)
     found = generated_sessions(settings, model, loaded.tokenizer, seeds, projects,
-                               ckpt.config.source, ckpt.config.max_tokens, say, sessions)
+                               ckpt.config.source, ckpt.config.max_tokens, say, sessions, cache)
     trained = set(ckpt.run.get("sessions", {}).get("train", []))
     result = evaluate(net, model, found, int(loaded.tokenizer.pad_token_id),
                       int(ckpt.run.get("options", {}).get("batch_tokens", MetaOptions.batch_tokens)))
@@ -302,7 +304,7 @@ def meta_train(settings: Settings, loaded: Loaded, fingerprint: str, opts: MetaO
     say(f"hypernetwork: {parameter_count(net):,} parameters, rank {cfg.rank}, "
         f"targets {list(cfg.targets)}, {cfg.n_layers} layers, source {cfg.source}")
     encode_start = time.monotonic()
-    train, evals = data or encode_seeds(settings, loaded, opts, say)
+    train, evals = data or encode_seeds(settings, loaded, opts, say, fingerprint)
     state.encode_seconds = round(time.monotonic() - encode_start, 1)
     evals = evals[: opts.eval_sessions]
     if ckpt is None:  # a resumed run keeps the statistics its checkpoint was trained with
@@ -312,18 +314,21 @@ def meta_train(settings: Settings, loaded: Loaded, fingerprint: str, opts: MetaO
     return state
 
 
-def encode_seeds(settings: Settings, loaded: Loaded, opts: MetaOptions,
-                 say: Say = log.info) -> tuple[list[Session], list[Session]]:
-    """The training and the evaluation sessions of `opts`' seeds, encoded."""
-    return (_encode(settings, loaded, opts, opts.train_seeds, "training", say),
-            _encode(settings, loaded, opts, opts.eval_seeds, "evaluation", say, opts.eval_sessions))
+def encode_seeds(settings: Settings, loaded: Loaded, opts: MetaOptions, say: Say = log.info,
+                 fingerprint: str | None = None) -> tuple[list[Session], list[Session]]:
+    """The training and the evaluation sessions of `opts`' seeds, encoded; with the base's
+    `fingerprint`, through the on-disk `StateCache`."""
+    cache = StateCache.of(settings.cache_dir, fingerprint, loaded.model) if fingerprint else None
+    return (_encode(settings, loaded, opts, opts.train_seeds, "training", say, None, cache),
+            _encode(settings, loaded, opts, opts.eval_seeds, "evaluation", say,
+                    opts.eval_sessions, cache))
 
 
 def _encode(settings: Settings, loaded: Loaded, opts: MetaOptions, seeds: list[int], what: str,
-            say: Say, limit: int | None = None) -> list[Session]:
+            say: Say, limit: int | None = None, cache: StateCache | None = None) -> list[Session]:
     start = time.monotonic()
     sessions = generated_sessions(settings, loaded.model, loaded.tokenizer, seeds, opts.projects,
-                                  opts.source, opts.max_tokens, say, limit)
+                                  opts.source, opts.max_tokens, say, limit, cache)
     say(f"{what}: {len(sessions)} sessions of seeds {seeds} encoded in "
         f"{time.monotonic() - start:.1f} s")
     return sessions
