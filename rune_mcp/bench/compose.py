@@ -126,7 +126,8 @@ class Compositions:
 
         if project not in self._evolved:
             result = evolve_project(self.settings, project, self.evolve_budget_s, "cat",
-                                    backend=self.backend, library=self.lib)
+                                    backend=self.backend, library=self.lib,
+                                    progress=lambda _s, _t, text: self.say(f"evolve: {text}"))
             best = result.adapters[result.best_single.scales.index(1.0)]
             chosen = result.stored or best
             self._evolved[project] = {"adapter_id": chosen, "merged": result.stored is not None,

@@ -144,8 +144,9 @@ def composition_lines(config: dict[str, Any]) -> list[str]:
             best = evolved["best"]
             fit = "-" if best is None else f"{best['fitness']:.4f}"
             answer = "its stored merge" if evolved["merged"] else "its best single adapter"
+            cpu = f", {evolved['cpu_seconds']:.0f} s of CPU" if "cpu_seconds" in evolved else ""
             lines.append(f"- {project}, evolved: {evolved['evaluations']} compositions in "
-                         f"{evolved['seconds']:.0f} s ({evolved['status']}), fittest composition "
+                         f"{evolved['seconds']:.0f} s{cpu} ({evolved['status']}), fittest composition "
                          f"{fit} against best single {evolved['best_single']['fitness']:.4f}; "
                          f"answered with {answer} {evolved['adapter_id'][:12]}")
     return lines

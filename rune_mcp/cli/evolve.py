@@ -51,7 +51,8 @@ def evolve_cmd(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     best = result.best
     print(f"evolved project {result.project}: {result.generations} generations, "
-          f"{result.evaluations} compositions scored in {result.seconds:.0f} s ({result.status})")
+          f"{result.evaluations} compositions scored in {result.seconds:.0f} s "
+          f"({result.cpu_seconds:.0f} s of CPU; {result.status})")
     print(f"  best single adapter: fitness {result.best_single.score.fitness:.4f}")
     if best is not None:
         scales = ", ".join(f"{i[:12]}:{s:g}" for i, s in zip(result.adapters, best.scales,

@@ -88,6 +88,7 @@ class EvolveResult:
     generations: int
     evaluations: int
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU time (all its threads): wall time less load
     stored: str | None = None  # the merge's id
     method: str = "cat"
     stored_fitness: float | None = None
@@ -97,7 +98,8 @@ class EvolveResult:
     def to_dict(self) -> dict[str, Any]:
         return {"project": self.project, "adapters": self.adapters, "status": self.status,
                 "generations": self.generations, "evaluations": self.evaluations,
-                "seconds": round(self.seconds, 2), "method": self.method,
+                "seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu_seconds, 2),
+                "method": self.method,
                 "best_single": self.best_single.to_dict(self.adapters),
                 "best": None if self.best is None else self.best.to_dict(self.adapters),
                 "stored": self.stored,
@@ -119,6 +121,7 @@ class _Run:
     progress: Progress | None
     start: float
     budget_s: float
+    cpu_start: float = field(default_factory=time.process_time)
     evaluations: int = 0
     total: int = 0  # evaluations a full search makes, for progress
 
@@ -355,7 +358,8 @@ def _finish(run: _Run, singles: list[Candidate], best_single: Candidate, status:
     best = _best(run)
     result = EvolveResult(run.project, run.ids, best_single, best, status,
                           len(run.checkpoint.generations), run.evaluations,
-                          time.monotonic() - run.start, method=method, singles=singles)
+                          time.monotonic() - run.start, time.process_time() - run.cpu_start,
+                          method=method, singles=singles)
     if status == "stopped":
         result.note = "stopped; run again to resume from the checkpoint."
         return result

@@ -134,6 +134,7 @@ def test_evolve_stores_a_composition_that_beats_every_single_adapter(stack: Stac
     _fresh(stack)
     result = _evolve(stack)
     assert result.status == "done" and result.generations == stack.settings.evolve_generations
+    assert 0 < result.cpu_seconds and result.to_dict()["cpu_seconds"] > 0  # the search's own CPU
     assert [c.score.free for c in result.singles] == [0.0, 0.0]
     assert result.best is not None and result.best.score.free == 1.0
     assert result.best.score.fitness > result.best_single.score.fitness + MIN_GAIN
