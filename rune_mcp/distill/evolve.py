@@ -9,7 +9,12 @@ by `rune_mcp.distill.fitness` on the self-probes of all the project's sessions (
 candidate on the same probes, so that leaving a session out costs what it should).
 
 Each adapter alone at scale 1 is scored first: the fittest of them is the bar. When the
-fittest composition of two or more adapters beats it by `MIN_GAIN`, it is stored as a merge
+fittest composition of two or more adapters beats it by `MIN_GAIN`, the two are scored once
+more on the self-probes the search did not ask (`fitness.held_back`: a session holds more
+than `evolve_probes`): a winner picked among dozens of candidates on a few probes is partly
+picked for luck, and measured, such merges did worse than the best single adapter on probes
+they never saw (docs/results.md). Only a composition that beats the bar there too, by the same
+`MIN_GAIN`, is stored as a merge
 (`rune_mcp.distill.merge`) of all the searched adapters with their scales as weights (a left
 out adapter has weight 0, so the merge covers every session of the project and `adapter=
 "project"` picks it; forgetting any of them forgets the merge too). The default merge method,
@@ -44,7 +49,14 @@ from rune_mcp.distill.evolvestate import (
     load_checkpoint,
     save_checkpoint,
 )
-from rune_mcp.distill.fitness import Fitness, Score, Weights, scoring_kind, session_probes
+from rune_mcp.distill.fitness import (
+    Fitness,
+    Score,
+    Weights,
+    held_back,
+    scoring_kind,
+    session_probes,
+)
 from rune_mcp.errors import UsageError
 from rune_mcp.library.lineage import EQUAL_RANK_METHODS, check_recipe, parents_of
 from rune_mcp.library.records import AdapterRecord
@@ -94,6 +106,7 @@ class EvolveResult:
     stored_fitness: float | None = None
     note: str = ""
     singles: list[Candidate] = field(default_factory=list)
+    confirm: dict[str, Any] | None = None  # both scores on the held-back probes
 
     def to_dict(self) -> dict[str, Any]:
         return {"project": self.project, "adapters": self.adapters, "status": self.status,
@@ -104,6 +117,7 @@ class EvolveResult:
                 "best": None if self.best is None else self.best.to_dict(self.adapters),
                 "stored": self.stored,
                 "stored_fitness": self.stored_fitness, "note": self.note,
+                "confirm": self.confirm,
                 "singles": [c.to_dict(self.adapters) for c in self.singles]}
 
 
@@ -367,8 +381,39 @@ def _finish(run: _Run, singles: list[Candidate], best_single: Candidate, status:
         result.note = (f"no composition beat the best single adapter (fitness "
                        f"{best_single.score.fitness:.4f}) by {MIN_GAIN}; nothing was stored.")
         return result
+    if not _confirmed(run, result):
+        return result
     _store(run, result, method, density)
     return result
+
+
+def _confirmed(run: _Run, result: EvolveResult) -> bool:
+    """Whether the fittest composition also beats the best single adapter on the held-back
+    self-probes (see the module docstring); True, with a note, when there are none."""
+    assert result.best is not None
+    rest = held_back(session_probes(run.lib, run.ids), run.fitness.weights.probes)
+    if not rest:
+        result.note = ("no self-probes were left over to confirm the gain on (every session "
+                       "holds at most evolve_probes); stored on the search's probes alone.")
+        return True
+    check = Fitness(run.settings, run.fitness.backend, rest, run.fitness.weights)
+    scores = {name: check.score([(AdapterSpec.from_record(r), s) for r, s in
+                                 zip(run.records, c.scales, strict=True)])
+              for name, c in (("best", result.best), ("best_single", result.best_single))}
+    result.confirm = {name: score.to_dict() for name, score in scores.items()}
+    return confirm_gain(result, scores["best"].fitness, scores["best_single"].fitness)
+
+
+def confirm_gain(result: EvolveResult, best: float, single: float) -> bool:
+    """The verdict of `_confirmed` on the held-back fitness of both, noted on `result`."""
+    if best >= single + MIN_GAIN:
+        return True
+    assert result.best is not None
+    result.note = (f"the fittest composition beat the best single adapter on the search's "
+                   f"probes ({result.best.score.fitness:.4f} against "
+                   f"{result.best_single.score.fitness:.4f}) but not on the held-back ones "
+                   f"({best:.4f} against {single:.4f}); nothing was stored.")
+    return False
 
 
 def _store(run: _Run, result: EvolveResult, method: str, density: float | None) -> None:

@@ -181,6 +181,19 @@ def spread(probes: Sequence[SelfProbe], count: int) -> list[SelfProbe]:
     return [probes[i] for i in sorted(picked[:count])]
 
 
+def held_back(sessions: Sequence[SessionProbes], count: int) -> list[SessionProbes]:
+    """Per session, the probes a `Fitness` of `count` probes a session leaves unasked (at most
+    `count` of them, spread the same way); sessions with none left are dropped. A search picks
+    its winner on the asked probes, so only these can tell a real gain from a lucky one."""
+    out = []
+    for session in sessions:
+        asked = {id(p) for p in spread(session.probes, count)}
+        rest = [p for p in session.probes if id(p) not in asked]
+        if rest:
+            out.append(SessionProbes(session.adapter_id, session.session_id, spread(rest, count)))
+    return out
+
+
 def session_probes(lib: Any, adapter_ids: Sequence[str]) -> list[SessionProbes]:
     """The self-probes of every session the adapters were learned from: a merge stands for
     the single-session adapters it was composed of."""

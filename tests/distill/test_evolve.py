@@ -17,7 +17,7 @@ import pytest
 from conftest import TEST_CACHE
 from filelock import FileLock
 from helpers.compose import store_adapter, tiny_stack
-from helpers.evolve import LESSONS, evolve_settings, own_adapters, split_adapters
+from helpers.evolve import LESSONS, evolve_settings, own_adapters, probe, split_adapters, store
 from helpers.tiny import FAKE_BASE, PEFT_WARNING
 
 from rune_mcp.basemodel import BaseModelInfo
@@ -43,6 +43,7 @@ OWN = "/home/dev/quay"
 LONELY = "/home/dev/lonely"
 ALIEN = "/home/dev/alien"
 PLAIN = "/home/dev/plain"
+PIER = "/home/dev/pier"  # the split halves again, each with a second, held-back self-probe
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Stack:
     backend: LlamaCppBackend
     own: list[str]
     split: list[str]
+    pier: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     lib = Library.open(settings, embedder=embedder)
     own = own_adapters(lib, settings, info, folder, OWN)
     split = split_adapters(lib, settings, info, folder, SPLIT)
+    pier = [store(lib, info, folder / f"half-{i}", 300 + i, [probe(LESSONS[i])] * 2, PIER,
+                  LESSONS[i][0]) for i in range(2)]
     store_adapter(lib, settings, info, folder, 7, ["q_proj", "v_proj"], project=LONELY,
                   task="the only session of a small project")
     store_adapter(lib, settings, info, folder, 8, ["q_proj", "v_proj"], project=ALIEN,
@@ -76,7 +80,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         store_adapter(lib, settings, info, folder, n, ["q_proj", "v_proj"], project=PLAIN,
                       task=f"session {n} of a project remembered before self-probes")
     backend = LlamaCppBackend(settings, info)
-    yield Stack(settings, info, lib, backend, own, split)
+    yield Stack(settings, info, lib, backend, own, split, pier)
     backend.close()
     lib.close()
 
@@ -134,12 +138,13 @@ def test_evolve_stores_a_composition_that_beats_every_single_adapter(stack: Stac
     _fresh(stack)
     result = _evolve(stack)
     assert result.status == "done" and result.generations == stack.settings.evolve_generations
-    assert 0 < result.cpu_seconds and result.to_dict()["cpu_seconds"] > 0  # the search's own CPU
+    assert result.cpu_seconds > 0 and result.to_dict()["cpu_seconds"] > 0  # the search's own CPU
     assert [c.score.free for c in result.singles] == [0.0, 0.0]
     assert result.best is not None and result.best.score.free == 1.0
     assert result.best.score.fitness > result.best_single.score.fitness + MIN_GAIN
     assert all(s > 0 for s in result.best.scales)
     assert result.stored is not None and result.stored_fitness == result.best.score.fitness
+    assert result.confirm is None and "no self-probes were left over" in result.note
     merge = stack.lib.get(result.stored)
     lineage = lineage_of(merge)
     assert lineage is not None and lineage.method == "cat"
@@ -274,3 +279,27 @@ def test_fitness_asks_an_even_share_of_every_lesson_when_probes_are_capped() -> 
     assert [p.question for p in spread(probes, 4)] == ["q0", "q1", "q3", "q5"]  # then seconds
     assert spread(probes, 4) == spread(probes, 4)  # the same for every candidate
     assert spread(probes, 10) == probes
+
+
+def test_a_gain_is_confirmed_on_the_self_probes_the_search_did_not_ask(stack: Stack) -> None:
+    settings = stack.settings.with_overrides(evolve_probes=1, evolve_generations=2)
+    checkpoint_path(settings, PIER, stack.info.fingerprint).unlink(missing_ok=True)
+    result = evolve_project(settings, PIER, library=stack.lib, backend=stack.backend)
+    assert result.confirm is not None  # each session held one probe more than was asked
+    held = result.confirm
+    assert held["best"]["free"] == 1.0 and held["best_single"]["free"] == 0.0
+    assert result.stored is not None and result.note == ""
+
+
+def test_a_gain_the_held_back_probes_do_not_show_is_not_stored() -> None:
+    from rune_mcp.distill.evolve import Candidate, confirm_gain
+    from rune_mcp.distill.fitness import Score
+
+    def candidate(fitness: float) -> Candidate:
+        return Candidate([1.0, 1.0], Score(fitness, fitness, 0.0, 0.0))
+
+    result = EvolveResult("p", ["a", "b"], candidate(0.2), candidate(0.6), "done", 2, 9, 1.0)
+    assert confirm_gain(result, 0.31, 0.30) and result.note == ""
+    assert not confirm_gain(result, 0.305, 0.30)  # below MIN_GAIN: luck, not a gain
+    assert "not on the held-back ones (0.3050 against 0.3000)" in result.note
+    assert "(0.6000 against 0.2000)" in result.note
