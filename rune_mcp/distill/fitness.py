@@ -117,23 +117,31 @@ class Fitness:
         self._base_scored: dict[tuple[str, str], float] = {}
         self._base_nll: float | None = None
 
-    def score(self, target: Target) -> Score:
-        """The fitness of applying `target` (adapters with scales; scale 0 leaves one out)."""
+    def score(self, target: Target, sessions: Sequence[SessionProbes] | None = None) -> Score:
+        """The fitness of applying `target` (adapters with scales; scale 0 leaves one out), on
+        every session's probes or on those of `sessions`."""
         applied = [(spec, scale) for spec, scale in target if scale != 0]
         free_total = scored_total = 0.0
         per: dict[str, dict[str, float]] = {}
-        for session in self.sessions:
+        chosen = self.sessions if sessions is None else sessions
+        for session in chosen:
             free = [self._free(p, applied) for p in session.probes]
             gain = [self._logprob(p, applied) - self._base_logprob(p) for p in session.probes]
             per[session.adapter_id] = {"free": sum(free) / len(free), "scored": sum(gain) / len(gain)}
             free_total += per[session.adapter_id]["free"]
             scored_total += per[session.adapter_id]["scored"]
-        free_mean = free_total / len(self.sessions)
-        scored_mean = scored_total / len(self.sessions)
+        free_mean = free_total / len(chosen)
+        scored_mean = scored_total / len(chosen)
         drift = self._nll(applied) - self._base() if applied else 0.0
         fitness = (free_mean + self.weights.scored * scored_mean
                    - self.weights.drift * max(0.0, drift))
         return Score(fitness, free_mean, scored_mean, drift, per)
+
+    def score_routed(self, own: dict[str, Target]) -> Score:
+        """What recall gives without a merge: each session's probes under its own adapter
+        (`own` by adapter id); the drift term is the mean of each adapter's."""
+        parts = {s.adapter_id: self.score(own[s.adapter_id], [s]) for s in self.sessions}
+        return routed(parts, self.weights)
 
     def _free(self, probe: SelfProbe, target: Target) -> float:
         from rune_mcp.bench.answers import RIGHT, degeneration, judge
@@ -165,6 +173,21 @@ class Fitness:
         if self._base_nll is None:
             self._base_nll = self._nll([])
         return self._base_nll
+
+
+def routed(own: dict[str, Score], weights: Weights) -> Score:
+    """One score of every session answered by its own adapter, from each adapter's `Score`
+    (keyed by adapter id; its figures for its own session are used): free and scored are the
+    means over the sessions, the drift penalty the mean of each adapter's."""
+    per = {i: score.sessions[i] for i, score in own.items() if i in score.sessions}
+    if not per:
+        raise UsageError("no session's own adapter was scored on its probes; nothing to route.")
+    drifts = [own[i].drift for i in per]
+    free = sum(v["free"] for v in per.values()) / len(per)
+    scored = sum(v["scored"] for v in per.values()) / len(per)
+    penalty = sum(max(0.0, d) for d in drifts) / len(drifts)
+    return Score(free + weights.scored * scored - weights.drift * penalty, free, scored,
+                 sum(drifts) / len(drifts), per)
 
 
 def spread(probes: Sequence[SelfProbe], count: int) -> list[SelfProbe]:

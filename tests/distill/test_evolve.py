@@ -288,6 +288,8 @@ def test_a_gain_is_confirmed_on_the_self_probes_the_search_did_not_ask(stack: St
     assert result.confirm is not None  # each session held one probe more than was asked
     held = result.confirm
     assert held["best"]["free"] == 1.0 and held["best_single"]["free"] == 0.0
+    assert held["routed"]["free"] == 0.0  # each half alone answers neither lesson
+    assert result.routed is not None and result.routed.free == 0.0
     assert result.stored is not None and result.note == ""
 
 
@@ -298,8 +300,36 @@ def test_a_gain_the_held_back_probes_do_not_show_is_not_stored() -> None:
     def candidate(fitness: float) -> Candidate:
         return Candidate([1.0, 1.0], Score(fitness, fitness, 0.0, 0.0))
 
-    result = EvolveResult("p", ["a", "b"], candidate(0.2), candidate(0.6), "done", 2, 9, 1.0)
+    result = EvolveResult("p", ["a", "b"], candidate(0.2), candidate(0.6), "done", 2, 9, 1.0,
+                          routed=Score(0.25, 0.25, 0.0, 0.0))
+    assert result.bar == 0.25  # routing beat the best single adapter here
     assert confirm_gain(result, 0.31, 0.30) and result.note == ""
     assert not confirm_gain(result, 0.305, 0.30)  # below MIN_GAIN: luck, not a gain
     assert "not on the held-back ones (0.3050 against 0.3000)" in result.note
-    assert "(0.6000 against 0.2000)" in result.note
+    assert "(0.6000 against 0.2500)" in result.note
+
+
+def test_routing_each_session_to_its_own_adapter_is_scored_from_the_singles() -> None:
+    from rune_mcp.distill.fitness import Score, Weights, routed
+
+    weights = Weights(scored=0.5, drift=2.0, answer_tokens=8, drift_tokens=16, probes=4)
+    own = {"a": Score(0.0, 0.5, 0.2, 0.1, {"a": {"free": 1.0, "scored": 0.4},
+                                            "b": {"free": 0.0, "scored": 0.0}}),
+           "b": Score(0.0, 0.5, 0.2, -0.3, {"a": {"free": 0.0, "scored": 0.0},
+                                             "b": {"free": 0.5, "scored": 0.2}})}
+    score = routed(own, weights)
+    assert score.free == 0.75 and score.scored == pytest.approx(0.3)
+    assert score.sessions == {"a": {"free": 1.0, "scored": 0.4}, "b": {"free": 0.5, "scored": 0.2}}
+    # only a rise in drift is penalised, adapter by adapter: (0.1 + 0) / 2
+    assert score.fitness == pytest.approx(0.75 + 0.5 * 0.3 - 2.0 * 0.05)
+
+
+def test_no_merge_is_stored_where_routing_to_each_sessions_own_adapter_already_answers(
+    stack: Stack,
+) -> None:
+    checkpoint_path(stack.settings, OWN, stack.info.fingerprint).unlink(missing_ok=True)
+    result = evolve_project(stack.settings, OWN, library=stack.lib, backend=stack.backend)
+    assert result.routed is not None and result.routed.free == 1.0  # each answers its own
+    assert max(c.score.free for c in result.singles) == 0.5  # one adapter: half the lessons
+    assert result.bar == result.routed.fitness > result.best_single.score.fitness
+    assert result.stored is None and "routing each session to its own adapter" in result.note
