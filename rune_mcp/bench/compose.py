@@ -16,8 +16,8 @@ Not in the default set (`--conditions` names them):
 - `evolved`: `rune evolve`'s search for the project (`rune_mcp.distill.evolve`, CMA-ES over the
   adapters' scales on their self-probes, `cat` merge), its `evolve_generations` in full (or
   within `--evolve-budget-s` seconds per project when given), answered with the merge it
-  stored or, when no composition beat its best single adapter by its margin, with that
-  adapter: what the operator leaves a user with.
+  stored or, when it stored none, as `best_single` answers (recall's single adapter for the
+  probe's task): what the operator leaves a user with.
 
 The project of a knowledge probe is its source session's; a control probe is given one of the
 run's projects by a digest of its id, so the cost of each composition to general knowledge
@@ -94,8 +94,9 @@ class Compositions:
             return ",".join(f"{i}:{1 / len(ids):.6g}" for i in ids)
         if condition == "project_ties":
             return self.ties(self.project_of(probe))
-        if condition == "evolved":
-            return str(self.evolved(self.project_of(probe))["adapter_id"])
+        if condition == "evolved":  # no merge stored: the user is left with recall
+            found = self.evolved(self.project_of(probe))
+            return str(found["adapter_id"]) if found["merged"] else self.best_single(probe.task)
         raise UsageError(f"{condition} is not a composition condition; choose among "
                          f"{', '.join(COMPOSE_CONDITIONS)}.")
 
@@ -128,13 +129,12 @@ class Compositions:
             result = evolve_project(self.settings, project, self.evolve_budget_s, "cat",
                                     backend=self.backend, library=self.lib,
                                     progress=lambda _s, _t, text: self.say(f"evolve: {text}"))
-            best = result.adapters[result.best_single.scales.index(1.0)]
-            chosen = result.stored or best
-            self._evolved[project] = {"adapter_id": chosen, "merged": result.stored is not None,
-                                      **result.to_dict()}
+            self._evolved[project] = {"adapter_id": result.stored,
+                                      "merged": result.stored is not None, **result.to_dict()}
+            answer = (f"merge {result.stored[:12]}" if result.stored
+                      else "recall's single adapter for each probe")
             self.say(f"evolved {project}: {result.evaluations} compositions in "
-                     f"{result.seconds:.0f} s ({result.status}); answering with "
-                     f"{'merge' if result.stored else 'its best single adapter'} {chosen[:12]}")
+                     f"{result.seconds:.0f} s ({result.status}); answering with {answer}")
         return self._evolved[project]
 
     def to_dict(self) -> dict[str, Any]:

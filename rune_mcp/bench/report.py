@@ -143,12 +143,12 @@ def composition_lines(config: dict[str, Any]) -> list[str]:
         if evolved:
             best = evolved["best"]
             fit = "-" if best is None else f"{best['fitness']:.4f}"
-            answer = "its stored merge" if evolved["merged"] else "its best single adapter"
+            answer = _evolved_answer(evolved)
             cpu = f", {evolved['cpu_seconds']:.0f} s of CPU" if "cpu_seconds" in evolved else ""
             lines.append(f"- {project}, evolved: {evolved['evaluations']} compositions in "
                          f"{evolved['seconds']:.0f} s{cpu} ({evolved['status']}), fittest composition "
                          f"{fit} against best single {evolved['best_single']['fitness']:.4f}; "
-                         f"answered with {answer} {evolved['adapter_id'][:12]}")
+                         f"answered with {answer}")
     return lines
 
 
@@ -215,6 +215,17 @@ def _free_n(free: dict[str, Any]) -> str:
     if not free:
         return "-"
     return f"{free.get('n', 0)} ({free.get('not_scored', 0)})"
+
+
+def _evolved_answer(evolved: dict[str, Any]) -> str:
+    """What the evolved condition answered with; records before the routing bar name their
+    best single adapter."""
+    chosen = str(evolved.get("adapter_id") or "")
+    if evolved["merged"]:
+        return f"its stored merge {chosen[:12]}"
+    if chosen:
+        return f"its best single adapter {chosen[:12]}"
+    return "recall's single adapter for each probe (no merge stored)"
 
 
 def general_table(summary: dict[str, Any]) -> Table | None:

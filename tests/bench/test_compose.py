@@ -233,3 +233,29 @@ def test_compositions_are_compared_on_the_same_probes_in_points() -> None:
     assert own["scored"]["points"] == -50.0 and own["scored"]["ci95"][0] <= -50.0
     assert own["free"] == {"n": 1, "points": 0.0, "ci95": [0.0, 0.0]}  # s2 was not judged
     assert out["single: best_single - oracle_adapter"]["scored"]["points"] == 0.0
+
+
+def test_evolved_answers_as_recall_does_when_no_merge_was_stored() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from rune_mcp.bench.compose import Compositions
+    from rune_mcp.bench.report import _evolved_answer
+
+    class Lib:
+        def get(self, adapter_id: str) -> Any:
+            return SimpleNamespace(project="/home/dev/p")
+
+    comps = Compositions(cast(Any, None), Lib(), cast(Any, None), {"p-01": "a", "p-02": "b"},
+                         1.0, lambda _: None)
+    found: dict[str, Any] = {"adapter_id": None, "merged": False}
+    comps.evolved = lambda project: found  # type: ignore[method-assign]
+    comps.best_single = lambda task: f"recalled for {task}"  # type: ignore[method-assign]
+    probe = _probe("p-01-x", "p-01")
+    assert comps.adapter("evolved", probe) == "recalled for p: a"  # what a user is left with
+    found.update(adapter_id="m" * 64, merged=True)
+    assert comps.adapter("evolved", probe) == "m" * 64
+    assert _evolved_answer(found) == "its stored merge mmmmmmmmmmmm"
+    assert _evolved_answer({"adapter_id": None, "merged": False}).startswith("recall's single")
+    assert _evolved_answer({"adapter_id": "b" * 64, "merged": False}) == (
+        "its best single adapter bbbbbbbbbbbb")  # a record written before the routing bar
