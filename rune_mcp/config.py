@@ -247,8 +247,8 @@ class Settings(BaseModel):
     )
     evolve_probes: int = Field(
         default=4, ge=1, le=1000,
-        description="Self-probes per session one fitness evaluation asks: an even spread of "
-        "them, the same for every candidate (all of them when a session holds fewer).",
+        description="Self-probes per session one fitness evaluation asks, one lesson at a "
+        "time in turn, the same for every candidate (all of them when a session holds fewer).",
     )
     evolve_scored_weight: float = Field(
         default=0.25, ge=0.0,

@@ -564,8 +564,8 @@ def run_memory(
     choices and as free answers, and (with `general`) measure each adapter's general ability.
     `evolve_budget_s` caps the evolved condition's search time per project (default: no cap,
     so the search makes its `evolve_generations` in full and a run is repeatable whatever the
-    machine's load); `hypernetwork` the
-    checkpoint folder of the hypernetwork conditions (default: `find_checkpoint`'s);
+    machine's load); `hypernetwork` the checkpoint folder of the hypernetwork conditions
+    (default: `find_checkpoint`'s);
     `general_conditions` limits the general guard to the adapters of those conditions (it
     costs minutes an adapter)."""
     from rune_mcp.bench.answers import FREE_TOKENS, QUICK_FREE_TOKENS, free_answer
@@ -770,23 +770,24 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 def _conditions(text: str | None) -> tuple[str, ...]:
     if not text:
         return CONDITIONS
-    chosen = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
-    unknown = [c for c in chosen if c not in ALL_CONDITIONS]
-    if unknown or not chosen:
-        raise UsageError(f"--conditions {text!r} names no condition or unknown ones ({unknown}); "
-                         f"choose among {', '.join(ALL_CONDITIONS)}.")
-    return chosen
+    return _named("--conditions", text, ALL_CONDITIONS, "unknown ones")
 
 
 def _guarded(text: str | None, conditions: Sequence[str]) -> tuple[str, ...] | None:
     """`--general-conditions`, checked against the conditions of the run."""
     if text is None:
         return None
+    return _named("--general-conditions", text, conditions, "ones this run does not score")
+
+
+def _named(flag: str, text: str, allowed: Sequence[str], stray_are: str) -> tuple[str, ...]:
+    """The comma-separated conditions of `flag`, each once, refused in one sentence when
+    none or some outside `allowed` are named."""
     chosen = tuple(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
-    stray = [c for c in chosen if c not in conditions]
+    stray = [c for c in chosen if c not in allowed]
     if stray or not chosen:
-        raise UsageError(f"--general-conditions {text!r} names no condition or ones this run "
-                         f"does not score ({stray}); choose among {', '.join(conditions)}.")
+        raise UsageError(f"{flag} {text!r} names no condition or {stray_are} ({stray}); "
+                         f"choose among {', '.join(allowed)}.")
     return chosen
 
 

@@ -402,8 +402,9 @@ def _finish(run: _Run, singles: list[Candidate], best_single: Candidate, status:
 
 
 def _confirmed(run: _Run, result: EvolveResult) -> bool:
-    """Whether the fittest composition also beats the best single adapter on the held-back
-    self-probes (see the module docstring); True, with a note, when there are none."""
+    """Whether the fittest composition also beats the bar (the best single adapter and
+    routing) on the held-back self-probes (see the module docstring); True, with a note,
+    when there are none."""
     assert result.best is not None
     rest = held_back(session_probes(run.lib, run.ids), run.fitness.weights.probes)
     if not rest:
@@ -414,8 +415,8 @@ def _confirmed(run: _Run, result: EvolveResult) -> bool:
     scores = {name: check.score(_target(run, c.scales))
               for name, c in (("best", result.best), ("best_single", result.best_single))}
     own = {r.adapter_id: _target(run, [1.0 if r is o else 0.0 for o in run.records])
-           for r in run.records}
-    scores["routed"] = check.score_routed({s.adapter_id: own[s.adapter_id] for s in check.sessions})
+           for r in run.records}  # each adapter alone, for its own session's probes
+    scores["routed"] = check.score_routed(own)
     result.confirm = {name: score.to_dict() for name, score in scores.items()}
     bar = max(scores["best_single"].fitness, scores["routed"].fitness)
     return confirm_gain(result, scores["best"].fitness, bar)

@@ -27,7 +27,7 @@ search rewards is what an agent gets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +137,7 @@ class Fitness:
                    - self.weights.drift * max(0.0, drift))
         return Score(fitness, free_mean, scored_mean, drift, per)
 
-    def score_routed(self, own: dict[str, Target]) -> Score:
+    def score_routed(self, own: Mapping[str, Target]) -> Score:
         """What recall gives without a merge: each session's probes under its own adapter
         (`own` by adapter id); the drift term is the mean of each adapter's."""
         parts = {s.adapter_id: self.score(own[s.adapter_id], [s]) for s in self.sessions}

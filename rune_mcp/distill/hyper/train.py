@@ -9,9 +9,8 @@ session text in the prompt. Plus an L2 penalty on the generated delta W, and, wi
 by `margin` nats: the rival is the adapter the network writes for another session of the same
 project (same seed), so writing one adapter whatever the network reads, which the plain loss
 leaves as a minimum (measured: generated = mismatched to 0.1%), costs `contrast x margin`.
-Before the first
-step the network's input standardisation is fixed from the training sessions' states. Only
-the network's parameters get gradients; the base model stays frozen.
+Before the first step the network's input standardisation is fixed from the training
+sessions' states. Only the network's parameters get gradients; the base model stays frozen.
 
 The run is deterministic per step (which session and which batch a step trains on follow
 from the step number), so `--resume` continues a checkpointed run exactly where it stopped.
@@ -227,8 +226,7 @@ def evaluate(
     device = next(net.parameters()).device
     rows: dict[str, list[float]] = {"base": [], "bias_only": [], "generated": [], "mismatched": []}
     held: dict[str, list[float]] = {"base": [], "bias_only": [], "generated": []}
-    with torch.no_grad():
-        adapters = [net(s.visible().to(device)) for s in sessions]
+    adapters = [net(s.visible().to(device)) for s in sessions]
     for i, session in enumerate(sessions):
         batch = make_batches(session.rendered, batch_tokens, hash_name(session.name))[0]
         other = adapters[(i + 1) % len(sessions)] if len(sessions) > 1 else None
