@@ -193,7 +193,14 @@ class Settings(BaseModel):
         "target; kl holds the whole next-token distribution to the base's (top 32 and the rest).",
     )
     anchor_weight: float = Field(
-        default=1.0, ge=0.0, description="Weight of the KL term of rehearsal_loss = kl.",
+        default=1.0, ge=0.0,
+        description="Weight of the KL terms to the base (rehearsal_loss = kl, anchor_code_tokens).",
+    )
+    anchor_code_tokens: int = Field(
+        default=0, ge=0, le=65_536,
+        description="Tokens of standard-library source (modules the general guard never "
+        "samples) the adapter is held to the base on by KL, one 128-token window a step on top "
+        "of the lessons (0 = off).",
     )
     unlikelihood_weight: float = Field(
         default=0.0,

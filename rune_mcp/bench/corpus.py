@@ -39,6 +39,14 @@ MODULES = (
     "numbers", "optparse", "pprint", "quopri", "reprlib", "sched", "shlex", "statistics",
     "string", "tabnanny", "textwrap", "wave", "zipapp",
 )
+# What training may hold the adapter to the base on (`anchor_code_tokens`): other modules of
+# the same library, none of the guard's, so the guard measures text the anchor never saw.
+ANCHOR_MODULES = (
+    "ast", "colorsys", "contextlib", "dataclasses", "enum", "functools", "ipaddress",
+    "keyword", "operator", "queue", "secrets", "selectors", "shutil", "tokenize", "uuid",
+    "weakref",
+)
+ANCHOR_SEED = 20_252
 # command-line entry points: their help texts change in bugfix releases
 _SCRIPTS = frozenset({"main", "_main", "test", "_test"})
 # SHA-256 of the sample per Python minor version, measured on CPython's own sources.
@@ -88,15 +96,17 @@ def _pieces(name: str) -> list[tuple[str, str]]:
     return out
 
 
-def _rank(module: str, name: str) -> str:
-    return hashlib.sha256(f"{SEED}:{module}:{name}".encode()).hexdigest()
+def _rank(module: str, name: str, seed: int = SEED) -> str:
+    return hashlib.sha256(f"{seed}:{module}:{name}".encode()).hexdigest()
 
 
-def stdlib_sample(chars: int = SAMPLE_CHARS) -> Sample:
-    """The seeded sample of the standard library (see the module's docstring)."""
+def stdlib_sample(chars: int = SAMPLE_CHARS, modules: tuple[str, ...] = MODULES,
+                  seed: int = SEED) -> Sample:
+    """The seeded sample of the standard library (see the module's docstring); other
+    `modules` and `seed` give another sample taken the same way (the anchor's)."""
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     pool: list[tuple[str, str, str]] = []
-    for name in MODULES:
+    for name in modules:
         try:
             module_file = Path(inspect.getfile(importlib.import_module(name))).resolve()
         except (ImportError, TypeError):
@@ -104,7 +114,8 @@ def stdlib_sample(chars: int = SAMPLE_CHARS) -> Sample:
             continue
         if stdlib not in module_file.parents:
             continue  # shadowed by another file on sys.path: not the standard library's text
-        pool += [(_rank(name, attr), f"# {name}.{attr}\n", text) for attr, text in _pieces(name)]
+        pool += [(_rank(name, attr, seed), f"# {name}.{attr}\n", text)
+                 for attr, text in _pieces(name)]
     taken: list[str] = []
     size = 0
     for _, header, text in sorted(pool):
@@ -116,7 +127,8 @@ def stdlib_sample(chars: int = SAMPLE_CHARS) -> Sample:
         size += len(taken[-1])
     text = "".join(taken)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return Sample(text, digest, _micro(), len(taken), _check(digest))
+    check = _check(digest) if modules == MODULES and seed == SEED else "not the guard's sample"
+    return Sample(text, digest, _micro(), len(taken), check)
 
 
 def _micro() -> str:

@@ -9,9 +9,17 @@ answer position: the mean over positions of KL(base || adapter) over the base's
 so probability the adapter moves onto other tokens counts in full, while a 49k-entry
 distribution per position is not kept).
 
+With `anchor_code_tokens`, the same term also holds the adapter to the base on plain Python
+source: rehearsal answers are chat, while a coding agent's base also has to keep reading and
+writing code, and the general guard found adapters making ordinary source less likely by
+0.05-0.13 nats a token with rehearsal on (docs/results.md). The source is standard-library
+code read from the running interpreter, from modules the guard never samples
+(`rune_mcp.bench.corpus.ANCHOR_MODULES`), cut into `CODE_WINDOW`-token windows; each step adds
+the KL on one window, in turn, on top of its lesson batch, so lessons get the same steps.
+
 The base's distributions are computed once per training, before the first step, with the
 adapter switched off, so they are the served base's even when training starts from another
-adapter's weights.
+adapter's weights (on the embedded base, about a second for 2,048 tokens).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any
 from rune_mcp.distill.collate import IGNORE, Rendered
 
 ANCHOR_TOP_K = 32
+CODE_WINDOW = 128  # tokens of source per window: one window a step
 
 
 @dataclass
@@ -32,6 +41,24 @@ class Target:
     positions: Any  # (P,) indices into the sequence whose logits predict a trained token
     ids: Any  # (P, k) token ids
     logp: Any  # (P, k + 1) log-probabilities of the k tokens and of all the rest
+
+
+def code_windows(tokenizer: Any, tokens: int, window: int = CODE_WINDOW) -> list[Rendered]:
+    """`tokens` tokens of the anchor's standard-library source (fewer if the sample is
+    shorter) in windows of `window`, every position trained (no chat template: raw text)."""
+    from rune_mcp.bench.corpus import ANCHOR_MODULES, ANCHOR_SEED, stdlib_sample
+
+    if tokens <= 0:
+        return []
+    # about 3.8 characters a token on a byte-pair vocabulary; twice that leaves a margin
+    sample = stdlib_sample(tokens * 8, ANCHOR_MODULES, ANCHOR_SEED)
+    ids = list(tokenizer(sample.text, add_special_tokens=False)["input_ids"])[:tokens]
+    out = []
+    for start in range(0, len(ids) - 1, window):
+        piece = ids[start:start + window]
+        if len(piece) > 1:
+            out.append(Rendered(piece, list(piece), kind="anchor"))
+    return out
 
 
 def _with_rest(logp: Any) -> Any:

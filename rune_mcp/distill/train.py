@@ -248,6 +248,16 @@ def _anchor_targets(settings: Settings, model: Any, batches: list[list[Rendered]
     return base_targets(model, [r for b in batches for r in b if r.kind == "rehearsal"], device)
 
 
+def _code_anchor(settings: Settings, model: Any, loaded: Loaded) -> tuple[list[Rendered], dict[int, Any]]:
+    """The anchor's source windows and the base's distributions on them (`anchor_code_tokens`)."""
+    if not settings.anchor_code_tokens:
+        return [], {}
+    from rune_mcp.distill.anchor import base_targets, code_windows
+
+    windows = code_windows(loaded.tokenizer, settings.anchor_code_tokens)
+    return windows, base_targets(model, windows, loaded.device)
+
+
 def _batch_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: dict[int, Any],
                 pad: int, device: str) -> Any:
     """Next-token loss on the lessons; on rehearsal examples too, unless they are anchored to
@@ -261,6 +271,26 @@ def _batch_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: 
         kl = settings.anchor_weight * anchor_loss(model, anchored, anchors, pad, device)
         loss = kl if loss is None else loss + kl
     return loss
+
+
+def _step_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: dict[int, Any],
+               pad: int, device: str) -> Any:
+    """The batch's loss, with the unlikelihood term on failed attempts when it is weighted."""
+    loss = _batch_loss(settings, model, batch, anchors, pad, device)
+    if settings.unlikelihood_weight > 0:
+        ul = _unlikelihood_loss(model, batch, pad, device)
+        if ul is not None:
+            loss = loss + settings.unlikelihood_weight * ul
+    return loss
+
+
+def _code_loss(settings: Settings, model: Any, code: list[Rendered], targets: dict[int, Any],
+               step: int, pad: int, device: str) -> Any:
+    """The KL to the base on this step's source window (the windows taken in turn)."""
+    from rune_mcp.distill.anchor import anchor_loss
+
+    window = [code[(step - 1) % len(code)]]
+    return settings.anchor_weight * anchor_loss(model, window, targets, pad, device)
 
 
 def lr_factor(schedule: str, index: int, total: int) -> float:
@@ -360,6 +390,7 @@ def _loop(
         optimizer, lambda i: lr_factor(settings.lr_schedule, i, settings.train_steps))
     pad = int(loaded.tokenizer.pad_token_id)
     anchors = _anchor_targets(settings, model, batches, loaded.device)
+    code, code_targets = _code_anchor(settings, model, loaded)
     total = settings.train_steps
     model.train()
     start = time.monotonic()
@@ -373,11 +404,9 @@ def _loop(
         if step > 1 and (step - 1) % len(batches) == 0:
             rng.shuffle(batches)
         batch = batches[(step - 1) % len(batches)]
-        loss = _batch_loss(settings, model, batch, anchors, pad, loaded.device)
-        if settings.unlikelihood_weight > 0:
-            ul = _unlikelihood_loss(model, batch, pad, loaded.device)
-            if ul is not None:
-                loss = loss + settings.unlikelihood_weight * ul
+        loss = _step_loss(settings, model, batch, anchors, pad, loaded.device)
+        if code:
+            loss = loss + _code_loss(settings, model, code, code_targets, step, pad, loaded.device)
         value = float(loss.detach())
         if watch.diverged(value):
             raise _diverged(step, value)

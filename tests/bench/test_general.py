@@ -44,6 +44,17 @@ def test_pieces_are_ranked_by_name_so_the_sample_grows_by_prefix() -> None:
     assert large.text.startswith(small.text)
 
 
+def test_the_anchor_sample_shares_no_module_with_the_guard() -> None:
+    assert not set(corpus.ANCHOR_MODULES) & set(corpus.MODULES)
+    anchor = corpus.stdlib_sample(20_000, corpus.ANCHOR_MODULES, corpus.ANCHOR_SEED)
+    guard = corpus.stdlib_sample()
+    headers = {line for line in anchor.text.splitlines() if line.startswith("# ")}
+    modules = {h[2:].split(".", 1)[0] for h in headers}
+    assert modules and modules <= set(corpus.ANCHOR_MODULES)
+    assert not any(line in guard.text for line in headers)
+    assert anchor.check == "not the guard's sample" and "def " in anchor.text
+
+
 # --- the coding harness -------------------------------------------------------------------------
 
 
