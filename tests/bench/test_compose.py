@@ -89,6 +89,8 @@ def test_each_composition_condition_runs_end_to_end(
     singles = set(adapters.values())
     first, second = sorted({name.rsplit("-", 1)[0] for name in adapters})
     assert len(adapters) == 3 and config["evolve"]["budget_s"] == 120
+    training = config["training"]  # the record says what made its adapters
+    assert training["rehearsal_loss"] == "ce" and training["anchor_code_tokens"] == 0
     assert config["evolve"]["probes"] == 4 and config["general_conditions"] == ["project_sum",
                                                                                "evolved"]
     comps = config["compositions"]
