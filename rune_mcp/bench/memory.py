@@ -76,12 +76,12 @@ QUICK_COMPOSE_SESSIONS_PER_PROJECT = 2  # a composition needs two adapters of a 
 QUICK_GENERAL = 4
 QUICK_STEPS = 12
 QUICK_BATCH_TOKENS = 512
+QUICK_CONTEXT_TOKENS = 1024
 # training settings a variant is run with (RUNE_... in the environment), kept in the record so
 # that it says what made its adapters
 TRAINING_KNOBS = ("rehearsal_loss", "anchor_weight", "anchor_code_tokens", "lora_top_layers",
                   "lora_dropout", "lr_schedule", "answer_key_weight", "answer_check_every",
                   "unlikelihood_weight", "self_probe_share", "repeat_ngram", "repeat_times")
-QUICK_CONTEXT_TOKENS = 1024
 ABLATIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "no_episodes": {"lessons_episodes": False},
