@@ -63,6 +63,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     stopped_early: bool = False
     answered: list[tuple[int, float]] = field(default_factory=list)  # (step, share) per check
+    kept_step: int | None = None  # the checked step whose weights were kept (None: the last)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class TrainResult:
             "trainable_params": self.trainable_params, "examples": self.examples,
             "losses": [round(x, 4) for x in self.losses], "stopped_early": self.stopped_early,
             "answered": [[step, round(share, 4)] for step, share in self.answered],
+            "kept_step": self.kept_step,
         }
 
 
@@ -399,6 +401,7 @@ def _loop(
     tokens = 0
     stopped = False
     answered: list[tuple[int, float]] = []
+    best = _Best()
     rng = random.Random(settings.seed)
     for step in range(1, total + 1):
         if step > 1 and (step - 1) % len(batches) == 0:
@@ -421,30 +424,76 @@ def _loop(
         tokens += sum(len(r.input_ids) for r in batch)
         if progress:
             progress(step, total, f"step {step}/{total} loss {value:.4f}")
-        if _answered(settings, model, loaded, checks, step, answered) and step < total:
+        if step < total and _stop(settings, model, loaded, checks, step, answered, best, start):
             stopped = True
             break
-        if time.monotonic() - start > settings.train_time_budget_s and step < total:
-            log.warning("training stopped after %d of %d steps: time budget of %.0f s reached",
-                        step, total, settings.train_time_budget_s)
-            stopped = True
-            break
+        if step == total and _answered(settings, model, loaded, checks, step, total, answered):
+            best.offer(model, *answered[-1])
+    kept = best.restore(model, len(losses))
     seconds = time.monotonic() - start
     model.eval()
     model.save_pretrained(str(out_dir), safe_serialization=True)
     trainable = sum(p.numel() for p in params)
     return TrainResult(out_dir, loaded.method, loaded.device, len(losses), losses[-1], seconds,
-                       loaded.seconds, tokens, trainable, n_examples, losses, stopped, answered)
+                       loaded.seconds, tokens, trainable, n_examples, losses, stopped, answered,
+                       kept)
+
+
+def _stop(settings: Settings, model: Any, loaded: Loaded, checks: Sequence[Check], step: int,
+          answered: list[tuple[int, float]], best: _Best, start: float) -> bool:
+    """Whether training ends before its last step: the held-out questions are answered well
+    enough (when this step is checked), or the time budget is spent."""
+    total = settings.train_steps
+    if _answered(settings, model, loaded, checks, step, total, answered):
+        best.offer(model, *answered[-1])
+        if answered[-1][1] >= settings.answer_check_share:
+            return True
+    if time.monotonic() - start > settings.train_time_budget_s:
+        log.warning("training stopped after %d of %d steps: time budget of %.0f s reached",
+                    step, total, settings.train_time_budget_s)
+        return True
+    return False
 
 
 def _answered(settings: Settings, model: Any, loaded: Loaded, checks: Sequence[Check],
-              step: int, seen: list[tuple[int, float]]) -> bool:
-    """Whether the held-out questions are answered well enough to stop (checked every
-    `answer_check_every` steps; each check is recorded in `seen`)."""
+              step: int, total: int, seen: list[tuple[int, float]]) -> bool:
+    """Whether this step is checked (every `answer_check_every` steps, and the last step so
+    the weights that would be stored are judged too); the share answered goes to `seen`."""
     every = settings.answer_check_every
-    if not checks or not every or step % every:
+    if not checks or not every or (step % every and step != total):
         return False
     share = answered_share(model, loaded.tokenizer, checks, loaded.device)
     seen.append((step, share))
     log.info("step %d: %.0f%% of %d held-out questions answered", step, share * 100, len(checks))
-    return share >= settings.answer_check_share
+    return True
+
+
+class _Best:
+    """The LoRA weights of the checked step that answered most held-out questions.
+
+    More steps rank the lesson higher but can say it less often (results.md, capacity and
+    steps), so the stored adapter is the best checked state, not the last one. Ties keep the
+    earlier step: fewer updates move the model less on everything else."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.share = -1.0
+        self.weights: dict[str, Any] = {}
+
+    def offer(self, model: Any, step: int, share: float) -> None:
+        from peft import get_peft_model_state_dict
+
+        if share > self.share:
+            self.step, self.share = step, share
+            self.weights = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+    def restore(self, model: Any, last: int) -> int | None:
+        """Put the best weights back when they are not the last step's; the step kept."""
+        from peft import set_peft_model_state_dict
+
+        if self.step is None or self.step == last:
+            return self.step
+        set_peft_model_state_dict(model, self.weights)
+        log.info("kept the weights of step %d (%.0f%% answered) over step %d", self.step,
+                 self.share * 100, last)
+        return self.step

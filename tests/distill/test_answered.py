@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from distill.sessions import make_trajectory
 from rune_mcp.config import Settings
@@ -43,6 +44,48 @@ def test_training_stops_once_the_questions_are_answered(
     assert result.answered == [(2, 0.0), (4, 0.5)]
     assert result.steps == 4 and result.stopped_early
     assert (tmp_path / "b" / "adapter_model.safetensors").is_file()  # stopped, still stored
+
+
+def test_the_best_checked_weights_are_stored_not_the_last(
+    settings: Settings, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from rune_mcp.distill import train
+
+    s = settings.with_overrides(train_steps=6, learning_rate=1e-2, threads=2,
+                                train_batch_tokens=512, lessons_qa=False, answer_check_every=2)
+    lessons = compile_lessons(make_trajectory(), s)
+    loaded = load_base(s, tiny_dir, "lora")
+    # the same run stopped at step 2: the weights a best check at step 2 must give back
+    early = train_adapter(s.with_overrides(train_steps=2, answer_check_every=0), lessons, loaded,
+                          tmp_path / "two")
+    shares = iter([0.5, 0.0, 0.5])  # step 2 best; the last step only ties it
+    monkeypatch.setattr(train, "answered_share", lambda *_: next(shares))
+    result = train_adapter(s, lessons, loaded, tmp_path / "best", checks=[Check("q", ("k",))])
+    assert result.answered == [(2, 0.5), (4, 0.0), (6, 0.5)]
+    assert result.steps == 6 and result.kept_step == 2 and early.steps == 2
+    kept = load_file(str(tmp_path / "best" / "adapter_model.safetensors"))
+    two = load_file(str(tmp_path / "two" / "adapter_model.safetensors"))
+    assert kept.keys() == two.keys()
+    assert all(torch.equal(kept[k], two[k]) for k in kept)
+    assert result.to_dict()["kept_step"] == 2
+
+
+def test_the_last_step_is_checked_when_the_period_skips_it(
+    settings: Settings, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rune_mcp.distill import train
+
+    s = settings.with_overrides(train_steps=5, learning_rate=1e-2, threads=2,
+                                train_batch_tokens=512, lessons_qa=False, answer_check_every=2)
+    shares = iter([0.0, 0.0, 0.5])
+    monkeypatch.setattr(train, "answered_share", lambda *_: next(shares))
+    loaded = load_base(s, tiny_dir, "lora")
+    result = train_adapter(s, compile_lessons(make_trajectory(), s), loaded, tmp_path / "c",
+                           checks=[Check("q", ("k",))])
+    assert [step for step, _ in result.answered] == [2, 4, 5]
+    assert result.kept_step == 5  # the last state was the best: nothing put back
 
 
 def test_the_share_is_judged_on_real_answers(settings: Settings, base_dir: Path) -> None:
