@@ -202,6 +202,11 @@ class Settings(BaseModel):
         "samples) the adapter is held to the base on by KL, one 128-token window a step on top "
         "of the lessons (0 = off).",
     )
+    teacher_weight: float = Field(
+        default=0.0, ge=0.0, le=10.0,
+        description="Weight of the KL to the base model reading the session (the teacher) on "
+        "lesson answers, where its top token is the answer's (0 = off).",
+    )
     unlikelihood_weight: float = Field(
         default=0.0,
         ge=0.0,

@@ -81,7 +81,8 @@ QUICK_CONTEXT_TOKENS = 1024
 # that it says what made its adapters
 TRAINING_KNOBS = ("rehearsal_loss", "anchor_weight", "anchor_code_tokens", "lora_top_layers",
                   "lora_dropout", "lr_schedule", "answer_key_weight", "answer_check_every",
-                  "unlikelihood_weight", "self_probe_share", "repeat_ngram", "repeat_times")
+                  "answer_check_share", "teacher_weight", "unlikelihood_weight", "self_probe_share",
+                  "repeat_ngram", "repeat_times")
 ABLATIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "no_episodes": {"lessons_episodes": False},

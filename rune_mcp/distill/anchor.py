@@ -61,7 +61,7 @@ def code_windows(tokenizer: Any, tokens: int, window: int = CODE_WINDOW) -> list
     return out
 
 
-def _with_rest(logp: Any) -> Any:
+def with_rest(logp: Any) -> Any:
     """(P, k) log-probabilities -> (P, k + 1), the last column log(1 - their sum)."""
     import torch
 
@@ -69,7 +69,7 @@ def _with_rest(logp: Any) -> Any:
     return torch.cat([logp, rest], dim=-1)
 
 
-def _positions(item: Rendered) -> list[int]:
+def trained_positions(item: Rendered) -> list[int]:
     # the logits at position t - 1 predict the token at t
     return [t - 1 for t, label in enumerate(item.labels) if label != IGNORE and t > 0]
 
@@ -82,14 +82,14 @@ def base_targets(model: Any, items: Sequence[Rendered], device: str,
     out: dict[int, Target] = {}
     with torch.no_grad(), model.disable_adapter():
         for item in items:
-            positions = _positions(item)
+            positions = trained_positions(item)
             if not positions:
                 continue
             ids = torch.tensor([item.input_ids], device=device)
             logp = torch.log_softmax(model(input_ids=ids).logits[0, positions].float(), dim=-1)
             top = torch.topk(logp, k, dim=-1)
             out[id(item)] = Target(torch.tensor(positions, device=device), top.indices,
-                                   _with_rest(top.values))
+                                   with_rest(top.values))
     return out
 
 
@@ -107,12 +107,21 @@ def anchor_loss(model: Any, items: Sequence[Rendered], targets: dict[int, Target
     for row, item in enumerate(mine):
         ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids, device=device)
         mask[row, : len(item.input_ids)] = 1
-    logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    total, count = logits.new_zeros(()), 0
-    for row, item in enumerate(mine):
-        target = targets[id(item)]
-        logq = torch.log_softmax(logits[row, target.positions], dim=-1).gather(-1, target.ids)
-        logq = _with_rest(logq)
+    return kl_to_targets(model(input_ids=ids, attention_mask=mask).logits, mine, targets)
+
+
+def kl_to_targets(logits: Any, items: Sequence[Rendered], targets: dict[int, Target]) -> Any:
+    """Mean KL(target || model) over the target positions of the rows of `logits` (one row
+    per item of `items`, in order; items without a target are skipped); None when none has."""
+    import torch
+
+    total, count = logits.new_zeros((), dtype=torch.float32), 0
+    for row, item in enumerate(items):
+        target = targets.get(id(item))
+        if target is None:
+            continue
+        logq = torch.log_softmax(logits[row, target.positions].float(), dim=-1).gather(-1, target.ids)
+        logq = with_rest(logq)
         total = total + (target.logp.exp() * (target.logp - logq)).sum()
         count += len(target.positions)
-    return total / count
+    return total / count if count else None

@@ -48,21 +48,21 @@ def render_examples(
     return [_render(ex, tokenizer, max_tokens, unlikelihood, key_weight) for ex in examples]
 
 
-def _template(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> str:
+def chat_text(tokenizer: Any, messages: list[dict[str, str]], generation: bool) -> str:
     text = tokenizer.apply_chat_template(messages, tokenize=False,
                                          add_generation_prompt=generation)
     return str(text)
 
 
 def _answer_text(tokenizer: Any, ex: Example, answer: str, prompt_text: str) -> str:
-    full = _template(tokenizer, [*ex.messages(), {"role": "assistant", "content": answer}], False)
+    full = chat_text(tokenizer, [*ex.messages(), {"role": "assistant", "content": answer}], False)
     if full.startswith(prompt_text):
         return full[len(prompt_text):]
     eos = tokenizer.eos_token or ""
     return answer + eos  # a template that rewrites earlier turns: end the answer plainly
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
+def encode_text(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -90,17 +90,17 @@ def key_token_mask(tokenizer: Any, text: str) -> tuple[list[int], list[bool]]:
 
 def _render(ex: Example, tokenizer: Any, max_tokens: int, unlikelihood: bool,
             key_weight: float = 1.0) -> Rendered:
-    prompt_text = _template(tokenizer, ex.messages(), True)
+    prompt_text = chat_text(tokenizer, ex.messages(), True)
     answer_text = ex.answer if ex.open_end else _answer_text(tokenizer, ex, ex.answer, prompt_text)
     keyed = key_weight != 1.0
     answer_ids, is_key = (key_token_mask(tokenizer, answer_text) if keyed
-                          else (_encode(tokenizer, answer_text), []))
-    prompt, answer = _fit(_encode(tokenizer, prompt_text), answer_ids, max_tokens)
+                          else (encode_text(tokenizer, answer_text), []))
+    prompt, answer = _fit(encode_text(tokenizer, prompt_text), answer_ids, max_tokens)
     out = Rendered(prompt + answer, [IGNORE] * len(prompt) + answer, kind=ex.kind)
     if keyed:
         out.weights = [0.0] * len(prompt) + [key_weight if k else 1.0 for k in is_key[:len(answer)]]
     if unlikelihood and ex.negative:
-        neg = _encode(tokenizer, ex.negative)
+        neg = encode_text(tokenizer, ex.negative)
         same = 0
         while same < min(len(neg), len(answer)) and neg[same] == answer[same]:
             same += 1

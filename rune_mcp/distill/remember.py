@@ -238,8 +238,10 @@ def _train(
     """Gradient steps (lora, qlora), one forward pass of the hypernetwork (hyper), or the
     forward pass as the start of the gradient steps (hyper+lora); gradient steps may stop
     once the held-out `checks` are answered (`answer_check_every`)."""
+    context = _context(settings, traj)
     if hyper is None:
-        return train_adapter(settings, examples, loaded, work / "peft", progress, checks=checks)
+        return train_adapter(settings, examples, loaded, work / "peft", progress, checks=checks,
+                             context=context)
     from rune_mcp.distill.hyper.generate import generate_adapter
 
     _say(progress, "writing the adapter with the hypernetwork")
@@ -249,8 +251,17 @@ def _train(
         return TrainResult(made.peft_dir, method, loaded.device, 0, made.lesson_loss, made.seconds,
                            loaded.seconds, 0, 0, len(examples), [made.lesson_loss])
     result = train_adapter(settings, examples, loaded, work / "peft", progress, start=made.peft_dir,
-                           checks=checks)
+                           checks=checks, context=context)
     return dataclasses.replace(result, method=method, seconds=result.seconds + made.seconds)
+
+
+def _context(settings: Settings, traj: Trajectory) -> str | None:
+    """The session as the teacher reads it (`teacher_weight`), as `full_context` shows it."""
+    if settings.teacher_weight <= 0:
+        return None
+    from rune_mcp.bench.memory import trajectory_text
+
+    return trajectory_text(traj)
 
 
 def checks_of(held: Sequence[Example]) -> list[Check]:

@@ -64,6 +64,7 @@ class TrainResult:
     stopped_early: bool = False
     answered: list[tuple[int, float]] = field(default_factory=list)  # (step, share) per check
     kept_step: int | None = None  # the checked step whose weights were kept (None: the last)
+    taught: int = 0  # answer positions distilled from the teacher (teacher_weight)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,7 +74,7 @@ class TrainResult:
             "trainable_params": self.trainable_params, "examples": self.examples,
             "losses": [round(x, 4) for x in self.losses], "stopped_early": self.stopped_early,
             "answered": [[step, round(share, 4)] for step, share in self.answered],
-            "kept_step": self.kept_step,
+            "kept_step": self.kept_step, "taught": self.taught,
         }
 
 
@@ -190,13 +191,23 @@ def _tensors(seqs: list[list[int]], labels: list[list[int]], pad: int, device: s
     return ids.to(device), lab.to(device), mask.to(device)
 
 
-def _likelihood_loss(model: Any, batch: list[Rendered], pad: int, device: str) -> Any:
+def _likelihood_loss(model: Any, batch: list[Rendered], pad: int, device: str,
+                     taught: dict[int, Any] | None = None, teacher_weight: float = 0.0) -> Any:
+    """Next-token loss; with `taught` (the teacher's targets, `rune_mcp.distill.teacher`),
+    plus `teacher_weight` times the KL to them, from the same forward pass."""
     ids, labels, mask = _tensors([r.input_ids for r in batch], [r.labels for r in batch],
                                  pad, device)
-    if all(r.weights is None for r in batch):
+    taught = taught if taught and any(id(r) in taught for r in batch) else None
+    if not taught and all(r.weights is None for r in batch):
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    return weighted_loss(model(input_ids=ids, attention_mask=mask).logits, labels,
-                          _weights(batch, labels))
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    loss = weighted_loss(logits, labels, _weights(batch, labels))
+    if taught:
+        from rune_mcp.distill.anchor import kl_to_targets
+
+        kl = kl_to_targets(logits, batch, taught)
+        loss = loss + teacher_weight * kl if kl is not None else loss
+    return loss
 
 
 def _weights(batch: list[Rendered], labels: Any) -> Any:
@@ -261,12 +272,14 @@ def _code_anchor(settings: Settings, model: Any, loaded: Loaded) -> tuple[list[R
 
 
 def _batch_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: dict[int, Any],
-                pad: int, device: str) -> Any:
-    """Next-token loss on the lessons; on rehearsal examples too, unless they are anchored to
-    the base by KL (`rune_mcp.distill.anchor`)."""
+                pad: int, device: str, taught: dict[int, Any] | None = None) -> Any:
+    """Next-token loss on the lessons (with the teacher's KL where `taught` has targets); on
+    rehearsal examples too, unless they are anchored to the base by KL
+    (`rune_mcp.distill.anchor`)."""
     anchored = [r for r in batch if id(r) in anchors]
     rest = [r for r in batch if id(r) not in anchors]
-    loss = _likelihood_loss(model, rest, pad, device) if rest else None
+    loss = (_likelihood_loss(model, rest, pad, device, taught, settings.teacher_weight)
+            if rest else None)
     if anchored:
         from rune_mcp.distill.anchor import anchor_loss
 
@@ -276,9 +289,9 @@ def _batch_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: 
 
 
 def _step_loss(settings: Settings, model: Any, batch: list[Rendered], anchors: dict[int, Any],
-               pad: int, device: str) -> Any:
+               pad: int, device: str, taught: dict[int, Any] | None = None) -> Any:
     """The batch's loss, with the unlikelihood term on failed attempts when it is weighted."""
-    loss = _batch_loss(settings, model, batch, anchors, pad, device)
+    loss = _batch_loss(settings, model, batch, anchors, pad, device, taught)
     if settings.unlikelihood_weight > 0:
         ul = _unlikelihood_loss(model, batch, pad, device)
         if ul is not None:
@@ -341,10 +354,13 @@ def train_adapter(
     progress: Progress | None = None,
     start: Path | None = None,
     checks: Sequence[Check] = (),
+    context: str | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on `examples` and save the PEFT folder to `out_dir`; with `start`
     (a PEFT folder of the same rank and modules), training begins from its weights; with
-    `checks` and `answer_check_every`, it stops once they are answered (`distill.answered`).
+    `checks` and `answer_check_every`, it stops once they are answered (`distill.answered`);
+    with `context` (the session's text) and `teacher_weight`, the lessons are also distilled
+    from the base reading that text (`distill.teacher`).
 
     Raises TrainingError on divergence (loss NaN/inf or exploding); `out_dir` is only written
     after the last step, so an error or Ctrl+C leaves it absent.
@@ -362,10 +378,26 @@ def train_adapter(
     if start is not None:
         _load_start(model, start)
     try:
-        return _loop(settings, model, loaded, batches, out_dir, progress, len(examples), checks)
+        taught = _teacher(settings, model, loaded, examples, rendered, context)
+        return _loop(settings, model, loaded, batches, out_dir, progress, len(examples), checks,
+                     taught)
     finally:
         # Leave the shared base model as it was: the LoRA layers come out again.
         loaded.model = model.unload() if loaded.method != "qlora" else loaded.model
+
+
+def _teacher(settings: Settings, model: Any, loaded: Loaded, examples: Sequence[Example],
+             rendered: list[Rendered], context: str | None) -> dict[int, Any]:
+    """The teacher's targets on the lessons, when `teacher_weight` is set and there is a text."""
+    if settings.teacher_weight <= 0 or not context:
+        return {}
+    from rune_mcp.distill.teacher import teacher_context, teacher_targets
+
+    text = teacher_context(loaded.tokenizer, context)
+    taught = teacher_targets(model, loaded.tokenizer, examples, rendered, text, loaded.device)
+    log.info("teacher: %d of %d examples, %d positions", len(taught), len(rendered),
+             sum(len(t.positions) for t in taught.values()))
+    return taught
 
 
 def _load_start(model: Any, start: Path) -> None:
@@ -383,6 +415,7 @@ def _load_start(model: Any, start: Path) -> None:
 def _loop(
     settings: Settings, model: Any, loaded: Loaded, batches: list[list[Rendered]],
     out_dir: Path, progress: Progress | None, n_examples: int, checks: Sequence[Check] = (),
+    taught: dict[int, Any] | None = None,
 ) -> TrainResult:
     import torch
 
@@ -407,7 +440,7 @@ def _loop(
         if step > 1 and (step - 1) % len(batches) == 0:
             rng.shuffle(batches)
         batch = batches[(step - 1) % len(batches)]
-        loss = _step_loss(settings, model, batch, anchors, pad, loaded.device)
+        loss = _step_loss(settings, model, batch, anchors, pad, loaded.device, taught)
         if code:
             loss = loss + _code_loss(settings, model, code, code_targets, step, pad, loaded.device)
         value = float(loss.detach())
@@ -436,7 +469,7 @@ def _loop(
     trainable = sum(p.numel() for p in params)
     return TrainResult(out_dir, loaded.method, loaded.device, len(losses), losses[-1], seconds,
                        loaded.seconds, tokens, trainable, n_examples, losses, stopped, answered,
-                       kept)
+                       kept, sum(len(t.positions) for t in (taught or {}).values()))
 
 
 def _stop(settings: Settings, model: Any, loaded: Loaded, checks: Sequence[Check], step: int,
