@@ -83,6 +83,9 @@ TRAINING_KNOBS = ("rehearsal_loss", "anchor_weight", "anchor_code_tokens", "lora
                   "lora_dropout", "lr_schedule", "answer_key_weight", "answer_check_every",
                   "answer_check_share", "teacher_weight", "unlikelihood_weight", "self_probe_share",
                   "repeat_ngram", "repeat_times")
+# what `config.remembered` keeps of each adapter's training figures (its manifest's `training`)
+REMEMBERED_FIGURES = ("steps", "stopped_early", "answered", "kept_step", "taught", "self_probes",
+                      "final_loss")
 ABLATIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "no_episodes": {"lessons_episodes": False},
@@ -591,6 +594,7 @@ def run_memory(
         remembered = time.perf_counter() - start
         chosen = select_probes(probes, {s.name for s in sessions}, quick, subset)
         scorer = Scorer(local, sessions, quick)
+        figures = {s.name: remembered_figures(scorer.lib, s) for s in sessions}
         if composed:
             scorer.compositions(budget, say).check(composed)
         if ckpt is not None:
@@ -623,6 +627,7 @@ def run_memory(
         "conditions": list(conditions),
         "overrides": overrides or {},
         "adapters": {s.name: s.adapter_id for s in sessions},
+        "remembered": figures,
         "base_model": str(local.base_model or "embedded SmolLM2-135M-Instruct Q4_1"),
         "train_steps": local.train_steps,
         "train_batch_tokens": local.train_batch_tokens,
@@ -662,6 +667,14 @@ def run_memory(
                               "conditions": guard["conditions"]}
         out["general"] = guard
     return out
+
+
+def remembered_figures(lib: Any, session: Session) -> dict[str, Any]:
+    """How one session's adapter was trained, from its manifest: steps, the answer checks
+    and the step kept (`answer_check_every`), positions taught (`teacher_weight`), seconds."""
+    training = lib.get(session.adapter_id).manifest.get("training", {})
+    return {"seconds": round(session.seconds, 1), "examples": session.examples,
+            **{k: training.get(k) for k in REMEMBERED_FIGURES}}
 
 
 def _general(settings: Settings, scorer: Scorer, results: list[dict[str, Any]], quick: bool,

@@ -91,6 +91,11 @@ def test_each_composition_condition_runs_end_to_end(
     assert len(adapters) == 3 and config["evolve"]["budget_s"] == 120
     training = config["training"]  # the record says what made its adapters
     assert training["rehearsal_loss"] == "ce" and training["anchor_code_tokens"] == 0
+    assert training["teacher_weight"] == 0.0
+    remembered = config["remembered"]  # and how each adapter's training went
+    assert set(remembered) == set(adapters)
+    assert all(r["steps"] >= 1 and r["taught"] == 0 and r["kept_step"] is None
+               and r["seconds"] > 0 for r in remembered.values())
     assert config["evolve"]["probes"] == 4 and config["general_conditions"] == ["project_sum",
                                                                                "evolved"]
     comps = config["compositions"]
