@@ -104,12 +104,11 @@ def _one(model: Any, cache: Any, question: list[int], item: Rendered, positions:
     # the student's position p predicts its token p + 1; the teacher's row for the same token
     # is that token's place in `question + answer`, less one
     rows = [len(question) + (p + 1 - first) - 1 for p in positions]
-    keep = [i for i, p in enumerate(positions) if rows[i] >= 0]
-    logp = torch.log_softmax(logits[[rows[i] for i in keep]].float(), dim=-1)
-    labels = torch.tensor([item.labels[positions[i] + 1] for i in keep], device=device)
+    logp = torch.log_softmax(logits[rows].float(), dim=-1)
+    labels = torch.tensor([item.labels[p + 1] for p in positions], device=device)
     right = logp.argmax(-1) == labels
     if not bool(right.any()):
         return None
     top = torch.topk(logp[right], k, dim=-1)
-    chosen = torch.tensor([positions[i] for i in keep], device=device)[right]
+    chosen = torch.tensor(positions, device=device)[right]
     return Target(chosen, top.indices, with_rest(top.values))

@@ -457,11 +457,11 @@ def _loop(
         tokens += sum(len(r.input_ids) for r in batch)
         if progress:
             progress(step, total, f"step {step}/{total} loss {value:.4f}")
-        if step < total and _stop(settings, model, loaded, checks, step, answered, best, start):
+        if _answered(settings, model, loaded, checks, step, total, answered):
+            best.offer(model, *answered[-1])
+        if step < total and _stop(settings, answered, step, start):
             stopped = True
             break
-        if step == total and _answered(settings, model, loaded, checks, step, total, answered):
-            best.offer(model, *answered[-1])
     kept = best.restore(model, len(losses))
     seconds = time.monotonic() - start
     model.eval()
@@ -472,18 +472,14 @@ def _loop(
                        kept, sum(len(t.positions) for t in (taught or {}).values()))
 
 
-def _stop(settings: Settings, model: Any, loaded: Loaded, checks: Sequence[Check], step: int,
-          answered: list[tuple[int, float]], best: _Best, start: float) -> bool:
-    """Whether training ends before its last step: the held-out questions are answered well
-    enough (when this step is checked), or the time budget is spent."""
-    total = settings.train_steps
-    if _answered(settings, model, loaded, checks, step, total, answered):
-        best.offer(model, *answered[-1])
-        if answered[-1][1] >= settings.answer_check_share:
-            return True
+def _stop(settings: Settings, answered: list[tuple[int, float]], step: int, start: float) -> bool:
+    """Whether training ends before its last step: this step was checked and the held-out
+    questions are answered well enough, or the time budget is spent."""
+    if answered and answered[-1][0] == step and answered[-1][1] >= settings.answer_check_share:
+        return True
     if time.monotonic() - start > settings.train_time_budget_s:
         log.warning("training stopped after %d of %d steps: time budget of %.0f s reached",
-                    step, total, settings.train_time_budget_s)
+                    step, settings.train_steps, settings.train_time_budget_s)
         return True
     return False
 
