@@ -56,9 +56,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                         "RUNE_HOME/hyper/<base fingerprint>: where `rune remember --method "
                         "hyper` looks)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    p.add_argument("--source", choices=("lessons", "trajectory"), default=d.source,
-                   help="what the encoder reads: the compiled lessons or the trajectory text "
-                        f"(default {d.source})")
+    p.add_argument("--source", choices=("lessons", "answers", "trajectory"), default=d.source,
+                   help="what the encoder reads: the compiled lessons (pooled whole, or over "
+                        f"their answers only) or the trajectory text (default {d.source})")
     _option(p, "--lr", d.learning_rate, "AdamW learning rate")
     _option(p, "--l2", d.l2, "weight of the L2 penalty on the generated delta W")
     _option(p, "--contrast", d.contrast, "weight of the hinge asking a session's own adapter "

@@ -488,3 +488,31 @@ def test_encoded_states_are_cached_on_disk_by_what_they_depend_on(
     stored.write_bytes(b"not a safetensors file")  # damaged: encoded again, and rewritten
     torch.testing.assert_close(cache.states(loaded.model, texts, pad), first)
     assert stored.read_bytes() != b"not a safetensors file"
+
+
+def test_the_answers_source_pools_each_lesson_over_its_answer_only(
+    settings: Settings, loaded: Loaded, tmp_path: Path
+) -> None:
+    from rune_mcp.distill.collate import IGNORE, render_examples
+    from rune_mcp.distill.hyper.encode import StateCache, pool_starts, pooled_states
+
+    examples = compile_lessons(make_trajectory(), settings)[:3]
+    tok, pad = loaded.tokenizer, int(loaded.tokenizer.pad_token_id)
+    assert pool_starts("lessons", examples, tok, 384) is None
+    starts = pool_starts("answers", examples, tok, 384)
+    rendered = render_examples(examples, tok, 384)
+    assert starts is not None and len(starts) == len(rendered)
+    for start, r in zip(starts, rendered, strict=True):
+        assert r.labels[start] != IGNORE and all(label == IGNORE for label in r.labels[:start])
+    texts = [r.input_ids for r in rendered]
+    answers = pooled_states(loaded.model, texts, pad, starts=starts)
+    # the mean of the answer positions' states of one text read alone, in a batch or not
+    hidden = loaded.model.base_model(input_ids=torch.tensor([texts[0]]),
+                                     output_hidden_states=True).hidden_states
+    by_hand = torch.stack([h[0, starts[0]:].float().mean(dim=0) for h in hidden[1:]])
+    torch.testing.assert_close(answers[0], by_hand, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(answers, pooled_states(loaded.model, texts, pad))
+    # the cache keeps the two poolings apart
+    cache = StateCache.of(tmp_path, FAKE_BASE, loaded.model)
+    assert cache.path(texts, pad, starts) != cache.path(texts, pad)
+    torch.testing.assert_close(cache.states(loaded.model, texts, pad, starts), answers)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from rune_mcp.config import Settings
 from rune_mcp.distill.collate import Rendered, render_examples
-from rune_mcp.distill.hyper.encode import StateCache, pooled_states, session_tokens
+from rune_mcp.distill.hyper.encode import StateCache, pool_starts, pooled_states, session_tokens
 from rune_mcp.distill.lessons import Example, compile_lessons
 from rune_mcp.errors import TrainingError, UsageError
 from rune_mcp.trajectory import Trajectory
@@ -106,9 +106,11 @@ def session_from(
     `cache`, states encoded before are read back instead."""
     rendered = render_examples(examples, tokenizer, max_tokens)
     texts = session_tokens(source, traj, examples, tokenizer, max_tokens)
+    starts = pool_starts(source, examples, tokenizer, max_tokens)
     pad = int(tokenizer.pad_token_id)
-    states = cache.states(model, texts, pad) if cache else pooled_states(model, texts, pad)
-    heldout = heldout_paraphrases(examples, seed) if source == "lessons" else []
+    states = (cache.states(model, texts, pad, starts) if cache
+              else pooled_states(model, texts, pad, starts=starts))
+    heldout = heldout_paraphrases(examples, seed) if source != "trajectory" else []
     hidden = set(heldout)
     context = [i for i in range(len(texts)) if i not in hidden]
     return Session(name, seed, examples, rendered, states, context, heldout)

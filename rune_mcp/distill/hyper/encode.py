@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rune_mcp.distill.collate import render_examples
+from rune_mcp.distill.collate import IGNORE, render_examples
 from rune_mcp.distill.lessons import Example
 from rune_mcp.trajectory import Trajectory
 
@@ -60,18 +60,32 @@ def trajectory_tokens(traj: Trajectory, tokenizer: Any, max_tokens: int) -> list
 def session_tokens(
     source: str, traj: Trajectory, examples: Sequence[Example], tokenizer: Any, max_tokens: int
 ) -> list[list[int]]:
-    """The texts the encoder reads for `source` ("lessons" or "trajectory")."""
+    """The texts the encoder reads for `source` ("lessons", "answers" or "trajectory")."""
     if source == "trajectory":
         return trajectory_tokens(traj, tokenizer, max_tokens)
     return lesson_tokens(examples, tokenizer, max_tokens)
 
 
+def pool_starts(source: str, examples: Sequence[Example], tokenizer: Any,
+                max_tokens: int) -> list[int] | None:
+    """Where pooling starts in each text: for `answers`, each lesson's first answer token
+    (the whole lesson is read, so the answer's states have seen its question, but only the
+    answer's are averaged: the prompt's template and wording are alike in every session and
+    drown the few tokens that name the fix); None (from the first token) otherwise."""
+    if source != "answers":
+        return None
+    rendered = render_examples(examples, tokenizer, max_tokens)
+    return [next((i for i, label in enumerate(r.labels) if label != IGNORE), 0) for r in rendered]
+
+
 @torch.no_grad()
 def pooled_states(
-    model: Any, token_lists: Sequence[list[int]], pad: int, batch_tokens: int = 4096
+    model: Any, token_lists: Sequence[list[int]], pad: int, batch_tokens: int = 4096,
+    starts: Sequence[int] | None = None,
 ) -> Tensor:
     """[texts, layers, hidden] float32: each text's hidden states after every decoder layer,
-    averaged over its tokens. Runs the decoder stack only (no vocabulary projection)."""
+    averaged over its tokens (from `starts[i]` on, when given). Runs the decoder stack only
+    (no vocabulary projection)."""
     device = next(model.parameters()).device
     decoder = model.base_model  # the stack without the LM head (LlamaModel, Qwen2Model, ...)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
@@ -83,13 +97,15 @@ def pooled_states(
             batches.append([i])
     out: list[Tensor | None] = [None] * len(token_lists)
     for batch in batches:
-        for i, pooled in zip(batch, _pool(decoder, [token_lists[i] for i in batch], pad, device),
-                             strict=True):
+        firsts = [starts[i] if starts else 0 for i in batch]
+        pooled_batch = _pool(decoder, [token_lists[i] for i in batch], pad, device, firsts)
+        for i, pooled in zip(batch, pooled_batch, strict=True):
             out[i] = pooled
     return torch.stack([t for t in out if t is not None])
 
 
-def _pool(decoder: Any, seqs: list[list[int]], pad: int, device: Any) -> list[Tensor]:
+def _pool(decoder: Any, seqs: list[list[int]], pad: int, device: Any,
+          firsts: list[int]) -> list[Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -99,7 +115,10 @@ def _pool(decoder: Any, seqs: list[list[int]], pad: int, device: Any) -> list[Te
     ids, mask = ids.to(device), mask.to(device)
     hidden = decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
     layers = torch.stack([h.float() for h in hidden[1:]], dim=1)  # [batch, layers, width, hidden]
-    weights = mask.float()[:, None, :, None]
+    pooled_mask = mask.clone()
+    for row, first in enumerate(firsts):
+        pooled_mask[row, : min(first, len(seqs[row]) - 1)] = 0  # at least one token pooled
+    weights = pooled_mask.float()[:, None, :, None]
     pooled = (layers * weights).sum(dim=2) / weights.sum(dim=2).clamp(min=1.0)
     return list(pooled.cpu())
 
@@ -116,18 +135,24 @@ class StateCache:
         dtype = str(next(model.parameters()).dtype)
         return cls(cache_dir / "hyper-states", f"{fingerprint}/{dtype}")
 
-    def path(self, token_lists: Sequence[list[int]], pad: int) -> Path:
-        payload = json.dumps([self.model_key, pad, [list(t) for t in token_lists]])
+    def path(self, token_lists: Sequence[list[int]], pad: int,
+             starts: Sequence[int] | None = None) -> Path:
+        what: list[Any] = [self.model_key, pad, [list(t) for t in token_lists]]
+        if starts is not None:  # the key without starts stays what it was: old entries hold
+            what.append(list(starts))
+        payload = json.dumps(what)
         return self.folder / f"{hashlib.sha256(payload.encode()).hexdigest()}.safetensors"
 
-    def states(self, model: Any, token_lists: Sequence[list[int]], pad: int) -> Tensor:
-        """The states of `token_lists`: read when cached, else encoded and stored."""
+    def states(self, model: Any, token_lists: Sequence[list[int]], pad: int,
+               starts: Sequence[int] | None = None) -> Tensor:
+        """The states of `token_lists` (pooled from `starts`): read when cached, else encoded
+        and stored."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file, save
 
         from rune_mcp.fsutil import atomic_write_bytes
 
-        path = self.path(token_lists, pad)
+        path = self.path(token_lists, pad, starts)
         if path.is_file():
             try:
                 states = load_file(str(path))["states"]
@@ -135,7 +160,7 @@ class StateCache:
                     return states
             except (SafetensorError, KeyError, OSError) as exc:  # damaged: encode it again
                 log.warning("re-encoding %s: %s", path.name, exc)
-        states = pooled_states(model, token_lists, pad)
+        states = pooled_states(model, token_lists, pad, starts=starts)
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, save({"states": states.contiguous()}))
         return states

@@ -21,7 +21,7 @@ from rune_mcp.config import Settings
 from rune_mcp.distill.collate import render_examples
 from rune_mcp.distill.hyper.apply import target_layers
 from rune_mcp.distill.hyper.checkpoint import Checkpoint, default_dir, load_network, read_checkpoint
-from rune_mcp.distill.hyper.encode import pooled_states, session_tokens
+from rune_mcp.distill.hyper.encode import pool_starts, pooled_states, session_tokens
 from rune_mcp.distill.hyper.network import Adapter
 from rune_mcp.distill.hyper.train import TRAIN_HINT, lesson_loss
 from rune_mcp.distill.lessons import Example
@@ -83,7 +83,8 @@ def generate_adapter(
     net = load_network(ckpt, loaded.device).eval()
     pad = int(tokenizer.pad_token_id)
     texts = session_tokens(cfg.source, traj, examples, tokenizer, cfg.max_tokens)
-    adapter = net(pooled_states(model, texts, pad).to(loaded.device))
+    starts = pool_starts(cfg.source, examples, tokenizer, cfg.max_tokens)
+    adapter = net(pooled_states(model, texts, pad, starts=starts).to(loaded.device))
     write_peft(out_dir, adapter, model, cfg.rank, cfg.alpha)
     seconds = time.monotonic() - start
     batch = make_batches(render_examples(examples, tokenizer, cfg.max_tokens), LOSS_TOKENS, 0)[0]

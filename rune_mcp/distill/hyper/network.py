@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from rune_mcp.errors import TrainingError
 
 FORMAT_VERSION = 2  # 2: inputs standardised by stored training statistics (was a LayerNorm)
-SOURCES = ("lessons", "trajectory")
+SOURCES = ("lessons", "answers", "trajectory")  # answers: lessons pooled over their answers
 STD_FLOOR = 0.01  # a feature's spread is at least this share of its layer's median spread
 
 
