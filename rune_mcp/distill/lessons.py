@@ -144,13 +144,24 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def _facts(ep: Episode, fix_step: Step | None) -> _Facts:
+def _facts(traj: Trajectory, ep: Episode) -> _Facts:
     """What changed between the failed attempt and the fix. An edit that fixed things says
-    it best (its replaced lines against its new ones); otherwise the two texts are diffed."""
+    it best (its replaced lines against its new ones); a file written again after a check
+    failed is diffed against the file as first written (the failed command was only the
+    check), or, written to another path with the same content, teaches the path; otherwise
+    the two texts are diffed."""
+    fix_step = traj.step(ep.fix_step)
     args = (fix_step.input or {}) if fix_step else {}
+    origin = written(traj.step(origin_of(traj, ep)))
+    fixed = written(fix_step)
     if isinstance(args.get("old_string"), str) and isinstance(args.get("new_string"), str):
         wrong, right = _changed_lines(args["old_string"], args["new_string"])
         before = args["old_string"]
+    elif origin and fixed and origin[0] == fixed[0]:
+        wrong, right = _changed_lines(origin[1], fixed[1])
+        before = origin[1]
+    elif origin and fixed and origin[1].strip() == fixed[1].strip():
+        wrong, right, before = origin[0], fixed[0], origin[0]
     else:
         wrong, right = _changed_lines(ep.action, ep.fix or "")
         before = ep.action
@@ -160,6 +171,39 @@ def _facts(ep: Episode, fix_step: Step | None) -> _Facts:
     new_names = [n for n in _names(right) if n not in old]
     return _Facts(ep, _thing((ep.fix or "").strip(), right), clip(wrong, 300), clip(right, 300),
                   error_line(ep.error), new_names)
+
+
+def written(step: Step | None) -> tuple[str, str] | None:
+    """(path, whole content) of a step that wrote a file whole, else None."""
+    path = _edited(step) if step else None
+    content = (step.input or {}).get("content") if step else None
+    return (path, content) if path is not None and isinstance(content, str) else None
+
+
+def origin_of(traj: Trajectory, ep: Episode) -> int | None:
+    """The step that wrote what failed, when the failing step was a check run after it
+    (write code -> run the tests -> fix the code): the last file change before the failed
+    attempt, back to the user's last message, when the fix changes the same file or writes
+    the same content elsewhere; None otherwise (the attempt itself was the thing fixed)."""
+    attempt, fix = traj.step(ep.attempt_step), traj.step(ep.fix_step)
+    if attempt is None or fix is None or family_of(attempt) == "edit":
+        return None
+    fixed = written(fix)
+    for step in reversed(traj.steps[:traj.steps.index(attempt)]):
+        if step.kind == "user":
+            return None
+        if step.kind != "tool_call" or family_of(step) != "edit":
+            continue
+        first = written(step)
+        moved = first is not None and fixed is not None and fixed[1].strip() == first[1].strip()
+        return step.index if _edited(step) == _edited(fix) or moved else None
+    return None
+
+
+def _edited(step: Step) -> str | None:
+    args = step.input or {}
+    path = args.get("file_path") or args.get("path")
+    return path if isinstance(path, str) else None
 
 
 def _unprompt(text: str) -> str:
@@ -213,7 +257,7 @@ def _negative(traj: Trajectory, ep: Episode) -> str:
 def _episode_qa(traj: Trajectory, project: str, task: str) -> list[Example]:
     out: list[Example] = []
     for ep in traj.episodes:
-        f = _facts(ep, traj.step(ep.fix_step))
+        f = _facts(traj, ep)
         steps = (ep.attempt_step,) if ep.fix_step is None else (ep.attempt_step, ep.fix_step)
         if not ep.fix:
             if f.error_line:
@@ -247,10 +291,11 @@ def _fact_examples(traj: Trajectory, project: str, task: str) -> list[Example]:
     for ep in traj.episodes:
         if not ep.fix:
             continue
-        f = _facts(ep, traj.step(ep.fix_step))
+        f = _facts(traj, ep)
         about = f"{f.right} {ep.diagnosis}"
-        fact = make_fact(project, need_of(traj, ep, task, about), f.right, f.wrong, ep.error,
-                         ep.diagnosis, f.thing, f.new_names)
+        need = need_of(traj, ep, task, about, origin_of(traj, ep))
+        fact = make_fact(project, need, f.right, f.wrong, ep.error, ep.diagnosis, f.thing,
+                         f.new_names)
         if fact is None:
             continue
         steps = (ep.attempt_step,) if ep.fix_step is None else (ep.attempt_step, ep.fix_step)

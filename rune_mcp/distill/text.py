@@ -7,6 +7,8 @@ import re
 _ERROR_LINE = re.compile(
     r"(error|exception|traceback|failed|fail:|not found|no such|cannot|can't|denied|invalid|"
     r"missing|undefined|unrecognized|refused)", re.IGNORECASE)
+_PYTEST_E = re.compile(r"^E\s{2,}")  # lines were stripped: pytest's `E   ` starts them
+_DIAGNOSTIC = re.compile(r"^[\w./-]+:\d+(?::\d+)?:\s+\S")
 _EXCEPTION = re.compile(r"\b[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Warning)\b:.*$")
 
 
@@ -22,7 +24,10 @@ def clip(text: str, limit: int) -> str:
 
 def error_line(error: str) -> str:
     """The line of an error output that names the problem: the last exception line (from the
-    exception's name on), else the last line that looks like an error, else the last line.
+    exception's name on), else pytest's last `E   ` line, else the last diagnostic of a
+    linter or compiler (`path:line:col: message`), else the last line that looks like an
+    error, else the last line; summaries such as `1 failed, 9 passed` or `Found 1 error.`
+    come last in a tool's output and name nothing.
     `"Traceback...\\nE   KeyError: 'x'"` -> `"KeyError: 'x'"`."""
     lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
     if not lines:
@@ -31,11 +36,12 @@ def error_line(error: str) -> str:
         found = _EXCEPTION.search(line)
         if found:
             return clip(found.group(0), 200)
-    for line in reversed(lines):
-        if _ERROR_LINE.search(line):
-            return clip(line, 200)
+    for pattern in (_PYTEST_E, _DIAGNOSTIC, _ERROR_LINE):
+        for line in reversed(lines):
+            found = pattern.search(line)
+            if found:
+                return clip(line[found.end():] if pattern is _PYTEST_E else line, 200)
     return clip(lines[-1], 200)
-
 
 
 def lower_first(text: str) -> str:

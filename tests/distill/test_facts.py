@@ -80,3 +80,95 @@ def test_a_fact_names_the_whole_short_line_and_the_part_it_replaced() -> None:
     assert config is not None and config.right == "evict_after_s = 20"  # the key is the point
     # nothing to name: no fact
     assert make_fact("orla", "x", "", "", "", "", "code", []) is None
+
+
+def _rewrite_session(first_path: str, fixed_path: str, first: str, fixed: str, error: str,
+                     check: str = "python -m orla.lint") -> Trajectory:
+    """Write a file whole -> a check fails -> look -> write it whole again -> the check passes."""
+    root = "/home/dev/orla"
+    task = ("Add an export of tickets in orla. Along the way you will need to make a random "
+            "token and set the cache lifetime")
+    steps = [
+        Step(0, "user", text=task),
+        Step(1, "assistant", text="I'll add the module."),
+        Step(2, "tool_call", tool="Write", tool_id="w1",
+             input={"file_path": f"{root}/{first_path}", "content": first}),
+        Step(3, "tool_result", tool_id="w1", output="File created successfully"),
+        Step(4, "tool_call", tool="Bash", tool_id="b1",
+             input={"command": check, "description": "Lint"}),
+        Step(5, "tool_result", tool_id="b1", output=error, is_error=True),
+        Step(6, "assistant", text="A banned module. Checking the style notes."),
+        Step(7, "tool_call", tool="Read", tool_id="r", input={"file_path": f"{root}/docs/style.md"}),
+        Step(8, "tool_result", tool_id="r", output="- `random`: use `orla.entropy`."),
+        Step(9, "assistant", text="orla bans `random`; it uses `orla.entropy` instead."),
+        Step(10, "tool_call", tool="Write", tool_id="w2",
+             input={"file_path": f"{root}/{fixed_path}", "content": fixed}),
+        Step(11, "tool_result", tool_id="w2", output="File created successfully"),
+        Step(12, "tool_call", tool="Bash", tool_id="b2", input={"command": check}),
+        Step(13, "tool_result", tool_id="b2", output="All checks passed."),
+    ]
+    episode = Episode(attempt_step=4, action=f"$ {check}", error=error,
+                      diagnosis="A banned module. Checking the style notes.\n"
+                                "orla bans `random`; it uses `orla.entropy` instead.",
+                      fix_step=10, fix=f"write {root}/{fixed_path}:\n{fixed}", verify_step=12,
+                      verification="All checks passed.")
+    return Trajectory(format="claude-code", session_id="s-2", task=task, steps=steps,
+                      project=root, agent="claude-code", episodes=[episode])
+
+
+LINT_ERROR = ("Exit code 1\norla/export/codec.py:1:1: BAN001 `random` is banned in orla\n"
+              "Found 1 error.")
+
+
+def test_a_file_rewritten_after_a_failed_check_is_diffed_against_its_first_version() -> None:
+    # the failed step is the lint run; the lesson is what changed in the file
+    pairs = _facts(_rewrite_session(
+        "orla/export/codec.py", "orla/export/codec.py",
+        "import random\n\n\ndef encode(data):\n    return random.token(16)\n",
+        "from orla import entropy\n\n\ndef encode(data):\n    return entropy.token(16)\n",
+        LINT_ERROR))
+    first_answers = {a.split("\n")[0] for _, a in pairs}
+    # the call is read through the new import, the old call is what not to use
+    assert "In orla, use `orla.entropy.token(16)`, not `random.token(16)`." in {
+        a.split(" orla bans")[0] for a in first_answers}
+    assert not any("orla.lint" in q or "orla.lint" in a for q, a in pairs)
+    # the whole fixed code, import included, in the answers that show code
+    assert any("from orla import entropy" in a for _, a in pairs)
+    # the linter's diagnostic is the error, not its summary line
+    assert any("BAN001 `random` is banned in orla" in a for _, a in pairs)
+    assert not any("Found 1 error" in a for _, a in pairs)
+    # the need is the task's clause about the fix, not the check's description ("Lint")
+    needs = [q for q, _ in pairs if q.startswith("How do I")]
+    assert needs == ["How do I make a random token in orla?"]
+    # the diagnosis's narration ("Checking the style notes.") is no explanation
+    assert not any("Checking" in a or "A banned module" in a for _, a in pairs)
+
+
+def test_the_same_file_written_elsewhere_teaches_the_path() -> None:
+    code = "from orla.web import route\n\n\n@route('/tickets')\ndef index(request):\n    return []\n"
+    traj = _rewrite_session("orla/api/tickets.py", "orla/routes/tickets.py", code, code,
+                            "E   LookupError: route modules are discovered only under orla/routes/\n"
+                            "1 failed, 9 passed in 0.4s", check="pytest -q")
+    pairs = _facts(traj)
+    assert any(a.startswith("In orla, use `orla/routes/tickets.py`, not `orla/api/tickets.py`.")
+               for _, a in pairs)
+    assert any(q.startswith("Which file replaces `orla/api/tickets.py`") for q, _ in pairs)
+    assert not any("pytest -q" in a for _, a in pairs)
+
+
+def test_of_several_new_names_the_most_specific_is_the_fact() -> None:
+    fact = make_fact("orla", "call the partner's API",
+                     "import orla.outbound\nresp = orla.outbound.pull_url(url)",
+                     "import requests\nresp = requests.get(url)",
+                     "E   orla.sandbox.EgressBlocked: direct network access is disabled",
+                     "Checking the notes. Outbound calls must use `orla.outbound.pull_url(url)`.",
+                     "function", ["orla.outbound", "orla.outbound.pull_url"])
+    assert fact is not None
+    assert (fact.right, fact.wrong) == ("orla.outbound.pull_url(url)", "requests.get(url)")
+    assert fact.why == "Outbound calls must use `orla.outbound.pull_url(url)`."
+    assert "import orla.outbound" in fact.code
+    # a long changed text is named by the name that no other new name extends
+    long = make_fact("orla", "x", "import orla.outbound\n" + "y = 1\n" * 3, "", "", "", "code",
+                     ["orla.outbound", "orla.outbound.pull_url"])
+    assert long is not None and long.right == "orla.outbound.pull_url"
+

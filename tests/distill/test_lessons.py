@@ -147,3 +147,14 @@ def test_sample_session_bundled(tmp_path: Path) -> None:
     assert session.is_file()
     probes = load_probes(probes_file)
     assert probes.session == session and len(probes.probes) >= 3
+
+
+def test_the_error_line_names_the_problem_not_the_summary() -> None:
+    pytest_out = ("tests/a.py::test_x FAILED\nE   orla.sandbox.EgressBlocked: no network\n"
+                  "FAILED tests/a.py::test_x - orla.sandbox.EgressBlocked\n1 failed, 9 passed in 7.40s")
+    assert error_line(pytest_out) == "orla.sandbox.EgressBlocked: no network"
+    lint = "Exit code 1\npkg/codec.py:1:1: BAN001 `random` is banned\nFound 1 error."
+    assert error_line(lint) == "pkg/codec.py:1:1: BAN001 `random` is banned"
+    # an exception line still comes first, and a plain error-looking line after the rest
+    assert error_line("E   assert 1 == 2\nValueError: bad") == "ValueError: bad"
+    assert error_line("npm ERR! Missing script: \"build\"\nsee the log") == 'npm ERR! Missing script: "build"'
