@@ -127,7 +127,7 @@ def need_of(traj: Trajectory, ep: Episode, task: str, about: str,
     assistant's "Let me ..." line just before the attempt, else the clause of the task that
     shares the most words with `about` (the fix and its explanation), else the task.
 
-    With `origin` (the write that failed a later check, `lessons.origin_of`), the check's
+    With `origin` (the write that failed a later check, found by the lesson compiler), the check's
     description says only "run the tests": the write's own narration joins `about` and the
     task's clause comes before the "Let me" line, which before a write is often generic
     ("I'll add the module")."""

@@ -152,8 +152,8 @@ def _facts(traj: Trajectory, ep: Episode) -> _Facts:
     the two texts are diffed."""
     fix_step = traj.step(ep.fix_step)
     args = (fix_step.input or {}) if fix_step else {}
-    origin = written(traj.step(origin_of(traj, ep)))
-    fixed = written(fix_step)
+    origin = _written(traj.step(_origin_of(traj, ep)))
+    fixed = _written(fix_step)
     if isinstance(args.get("old_string"), str) and isinstance(args.get("new_string"), str):
         wrong, right = _changed_lines(args["old_string"], args["new_string"])
         before = args["old_string"]
@@ -173,14 +173,14 @@ def _facts(traj: Trajectory, ep: Episode) -> _Facts:
                   error_line(ep.error), new_names)
 
 
-def written(step: Step | None) -> tuple[str, str] | None:
+def _written(step: Step | None) -> tuple[str, str] | None:
     """(path, whole content) of a step that wrote a file whole, else None."""
     path = _edited(step) if step else None
     content = (step.input or {}).get("content") if step else None
     return (path, content) if path is not None and isinstance(content, str) else None
 
 
-def origin_of(traj: Trajectory, ep: Episode) -> int | None:
+def _origin_of(traj: Trajectory, ep: Episode) -> int | None:
     """The step that wrote what failed, when the failing step was a check run after it
     (write code -> run the tests -> fix the code): the last file change before the failed
     attempt, back to the user's last message, when the fix changes the same file or writes
@@ -188,15 +188,16 @@ def origin_of(traj: Trajectory, ep: Episode) -> int | None:
     attempt, fix = traj.step(ep.attempt_step), traj.step(ep.fix_step)
     if attempt is None or fix is None or family_of(attempt) == "edit":
         return None
-    fixed = written(fix)
+    fixed = _written(fix)
     for step in reversed(traj.steps[:traj.steps.index(attempt)]):
         if step.kind == "user":
             return None
         if step.kind != "tool_call" or family_of(step) != "edit":
             continue
-        first = written(step)
+        first = _written(step)
         moved = first is not None and fixed is not None and fixed[1].strip() == first[1].strip()
-        return step.index if _edited(step) == _edited(fix) or moved else None
+        same_file = _edited(step) is not None and _edited(step) == _edited(fix)
+        return step.index if same_file or moved else None
     return None
 
 
@@ -293,7 +294,7 @@ def _fact_examples(traj: Trajectory, project: str, task: str) -> list[Example]:
             continue
         f = _facts(traj, ep)
         about = f"{f.right} {ep.diagnosis}"
-        need = need_of(traj, ep, task, about, origin_of(traj, ep))
+        need = need_of(traj, ep, task, about, _origin_of(traj, ep))
         fact = make_fact(project, need, f.right, f.wrong, ep.error, ep.diagnosis, f.thing,
                          f.new_names)
         if fact is None:
