@@ -498,9 +498,9 @@ def test_the_answers_source_pools_each_lesson_over_its_answer_only(
 
     examples = compile_lessons(make_trajectory(), settings)[:3]
     tok, pad = loaded.tokenizer, int(loaded.tokenizer.pad_token_id)
-    assert pool_starts("lessons", examples, tok, 384) is None
-    starts = pool_starts("answers", examples, tok, 384)
     rendered = render_examples(examples, tok, 384)
+    assert pool_starts("lessons", rendered) is None
+    starts = pool_starts("answers", rendered)
     assert starts is not None and len(starts) == len(rendered)
     for start, r in zip(starts, rendered, strict=True):
         assert r.labels[start] != IGNORE and all(label == IGNORE for label in r.labels[:start])

@@ -106,7 +106,7 @@ def session_from(
     `cache`, states encoded before are read back instead."""
     rendered = render_examples(examples, tokenizer, max_tokens)
     texts = session_tokens(source, traj, examples, tokenizer, max_tokens)
-    starts = pool_starts(source, examples, tokenizer, max_tokens)
+    starts = pool_starts(source, rendered)
     pad = int(tokenizer.pad_token_id)
     states = (cache.states(model, texts, pad, starts) if cache
               else pooled_states(model, texts, pad, starts=starts))

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rune_mcp.distill.collate import IGNORE, render_examples
+from rune_mcp.distill.collate import IGNORE, Rendered, render_examples
 from rune_mcp.distill.lessons import Example
 from rune_mcp.trajectory import Trajectory
 
@@ -66,15 +66,14 @@ def session_tokens(
     return lesson_tokens(examples, tokenizer, max_tokens)
 
 
-def pool_starts(source: str, examples: Sequence[Example], tokenizer: Any,
-                max_tokens: int) -> list[int] | None:
-    """Where pooling starts in each text: for `answers`, each lesson's first answer token
-    (the whole lesson is read, so the answer's states have seen its question, but only the
-    answer's are averaged: the prompt's template and wording are alike in every session and
-    drown the few tokens that name the fix); None (from the first token) otherwise."""
+def pool_starts(source: str, rendered: Sequence[Rendered]) -> list[int] | None:
+    """Where pooling starts in each lesson text (`rendered`, as `lesson_tokens` reads them):
+    for `answers`, each lesson's first answer token (the whole lesson is read, so the
+    answer's states have seen its question, but only the answer's are averaged: the prompt's
+    template and wording are alike in every session and drown the few tokens that name the
+    fix); None (from the first token) otherwise."""
     if source != "answers":
         return None
-    rendered = render_examples(examples, tokenizer, max_tokens)
     return [next((i for i, label in enumerate(r.labels) if label != IGNORE), 0) for r in rendered]
 
 

@@ -83,11 +83,12 @@ def generate_adapter(
     net = load_network(ckpt, loaded.device).eval()
     pad = int(tokenizer.pad_token_id)
     texts = session_tokens(cfg.source, traj, examples, tokenizer, cfg.max_tokens)
-    starts = pool_starts(cfg.source, examples, tokenizer, cfg.max_tokens)
+    rendered = render_examples(examples, tokenizer, cfg.max_tokens)
+    starts = pool_starts(cfg.source, rendered)
     adapter = net(pooled_states(model, texts, pad, starts=starts).to(loaded.device))
     write_peft(out_dir, adapter, model, cfg.rank, cfg.alpha)
     seconds = time.monotonic() - start
-    batch = make_batches(render_examples(examples, tokenizer, cfg.max_tokens), LOSS_TOKENS, 0)[0]
+    batch = make_batches(rendered, LOSS_TOKENS, 0)[0]
     loss = float(lesson_loss(model, adapter, batch, pad))
     return Generated(out_dir, seconds, loss, len(texts))
 
